@@ -1,0 +1,1 @@
+"""Wiring: configuration, the application, channel clients, the sender and the CLI."""

@@ -1,0 +1,87 @@
+"""Command line: ``python -m bot run --config config.toml`` and friends."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from bot.config import ConfigError, load_config
+
+NO_TOKEN = """\
+No Telegram bot token is configured, so Whistle cannot connect to Telegram.
+
+  1. In Telegram, talk to @BotFather, send /newbot and copy the token it gives you.
+  2. Either put it in config.toml under [telegram] token = "...",
+     or set the environment variable WHISTLE_TELEGRAM_TOKEN.
+  3. Run this command again.
+
+README.md ("Create a bot") explains the rest: group privacy, adding the bot to grid groups, /bind.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bot", description="Whistle service")
+    parser.add_argument("--config", default="config.toml", help="config file (TOML)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="run the bot (long polling)")
+    sub.add_parser("check-config", help="validate the config and exit")
+    db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)
+    db.add_parser("upgrade", help="apply Alembic migrations")
+    org = sub.add_parser("org", help="org structure").add_subparsers(dest="org_command", required=True)
+    org.add_parser("import", help="import the org file named in the config")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        config = load_config(Path(args.config))
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if args.command == "check-config":
+        print(f"config file {args.config} is valid")
+        return 0
+    if args.command == "db":
+        from bot.migrate import upgrade
+        asyncio.run(upgrade(config.database.url))
+        print("database is up to date")
+        return 0
+    if args.command == "org":
+        from bot.app import Whistle
+        asyncio.run(_prepare(Whistle(config)))
+        print(f"imported {config.org_file}")
+        return 0
+    if not config.telegram.token:
+        print(NO_TOKEN, file=sys.stderr)
+        return 3
+    return asyncio.run(_run(config))
+
+
+async def _prepare(whistle) -> None:
+    try:
+        await whistle.prepare()
+    finally:
+        await whistle.db.dispose()
+
+
+async def _run(config) -> int:
+    from bot.app import Whistle
+    whistle = Whistle(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await whistle.start()
+    try:
+        await stop.wait()
+    finally:
+        await whistle.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""The running service: database, core, Telegram application and sender, wired together."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy import select
+from telegram.ext import Application, ApplicationBuilder
+
+from bot.config import Config
+from bot.migrate import upgrade
+from bot.sender import Sender
+from bot.telegram_channel import TelegramChannel
+from bot.updates import PerChatUpdateProcessor
+from handlers.telegram import register
+from models import inbound
+from models.context import Core, utcnow
+from models.db import Database
+from models.i18n import I18n, normalise
+from models.inputs import Input, Reply
+from models.media import MediaStore
+from models.org import import_org
+from models.org_file import load_org_file
+from models.routing import Router
+from models.tables import Unit
+
+log = logging.getLogger(__name__)
+
+
+class Whistle:
+    """One process of the service. ``start``/``stop`` bracket its life; ``handle`` is
+    what every channel adapter calls."""
+
+    def __init__(self, config: Config, clock: Callable[[], datetime] = utcnow):
+        self.config = config
+        self.db = Database(config.database.url)
+        self.i18n = I18n(config.default_locale)
+        self.media = MediaStore(config.media_dir)
+        self.core = Core(config=config, i18n=self.i18n, router=Router([]), media=self.media,
+                         clock=clock)
+        self.application: Application | None = None
+        self.sender: Sender | None = None
+
+    async def prepare(self) -> None:
+        """Migrate the schema, load the org file, build the router."""
+        await upgrade(self.config.database.url)
+        spec = load_org_file(self.config.org_file)
+        report = await self.db.run(lambda s: import_org(s, spec, self.core.now()))
+        log.info("org file %s imported: %s", self.config.org_file, report)
+        await self.reload_router()
+
+    async def reload_router(self) -> None:
+        grids = await self.db.run(lambda s: _grids(s))
+        self.core.router = Router.from_units(grids)
+
+    def build_telegram(self) -> Application:
+        tg = self.config.telegram
+        application = (ApplicationBuilder().token(tg.token).base_url(tg.base_url)
+                       .base_file_url(tg.base_file_url)
+                       .concurrent_updates(PerChatUpdateProcessor())
+                       .get_updates_read_timeout(tg.poll_timeout + 10)
+                       .build())
+        application.bot_data["whistle"] = self
+        register(application)
+        return application
+
+    async def start(self) -> None:
+        await self.prepare()
+        self.application = self.build_telegram()
+        channel = TelegramChannel(self.application.bot, self.db, self.media)
+        self.sender = Sender(self.db, {channel.name: channel}, self.config.sender, self.core.now)
+        self.db.on_commit(self.sender.wake)
+        await self.application.initialize()
+        await self.application.start()
+        await self.application.updater.start_polling(
+            poll_interval=0, timeout=self.config.telegram.poll_timeout,
+            allowed_updates=["message", "callback_query"])
+        self.sender.start()
+        log.info("Whistle is running as @%s", self.application.bot.username)
+
+    async def stop(self) -> None:
+        if self.application is not None:
+            if self.application.updater.running:
+                await self.application.updater.stop()
+            if self.application.running:
+                await self.application.stop()
+            await self.application.shutdown()
+        if self.sender is not None:
+            await self.sender.stop()
+        await self.db.dispose()
+
+    async def handle(self, inp: Input) -> Reply:
+        return await self.db.run(lambda session: inbound.handle(session, self.core, inp))
+
+    def stale_text(self, language_code: str | None) -> str:
+        return self.i18n.get(normalise(language_code))._("This button is no longer active.")
+
+
+async def _grids(session) -> list[Unit]:
+    return list(await session.scalars(select(Unit).where(Unit.kind == "grid")))

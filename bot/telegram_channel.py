@@ -1,0 +1,149 @@
+"""Telegram's side of the sender: neutral messages become Bot API calls through
+python-telegram-bot, and Telegram's errors become retry-or-give-up decisions."""
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import select, update
+from telegram import (
+    Bot, ForceReply, InlineKeyboardButton, InlineKeyboardMarkup, InputMediaPhoto, KeyboardButton,
+    ReplyKeyboardMarkup, ReplyKeyboardRemove,
+)
+from telegram.error import BadRequest, ChatMigrated, Forbidden, NetworkError, RetryAfter, TimedOut
+
+from bot.sender import Permanent, Retry
+from models.db import Database
+from models.media import MediaStore
+from models.messages import OutMessage
+from models.tables import ChatBinding, Identity, Media, MessageRef, Outbox
+
+log = logging.getLogger(__name__)
+NOT_MODIFIED = "message is not modified"
+EDIT_GONE = ("message to edit not found", "message can't be edited")
+
+
+def reply_markup(message: OutMessage):
+    if message.buttons:
+        return InlineKeyboardMarkup([[InlineKeyboardButton(b.label, callback_data=b.data)
+                                      for b in row] for row in message.buttons])
+    if message.keyboard:
+        return ReplyKeyboardMarkup(
+            [[KeyboardButton(b.label, request_location=b.request == "location",
+                             request_contact=b.request == "contact") for b in row]
+             for row in message.keyboard], resize_keyboard=True, is_persistent=True)
+    if message.remove_keyboard:
+        return ReplyKeyboardRemove()
+    if message.force_reply:
+        return ForceReply(input_field_placeholder=message.placeholder)
+    return None
+
+
+class TelegramChannel:
+    name = "telegram"
+
+    def __init__(self, bot: Bot, db: Database, media: MediaStore):
+        self.bot, self.db, self.media = bot, db, media
+
+    def is_group(self, chat_id: str) -> bool:
+        return chat_id.startswith("-")
+
+    async def deliver(self, row: Outbox, message: OutMessage) -> None:
+        try:
+            await self._deliver(row.chat_id, message)
+        except RetryAfter as exc:
+            raise Retry(f"rate limited: {exc}", after=_seconds(exc.retry_after)) from exc
+        except ChatMigrated as exc:
+            await self._migrate(row.chat_id, str(exc.new_chat_id))
+            raise Retry(f"chat migrated to {exc.new_chat_id}", after=0) from exc
+        except Forbidden as exc:
+            await self._blocked(row.chat_id)
+            raise Permanent(f"forbidden: {exc.message}") from exc
+        except TimedOut as exc:
+            raise Retry(f"timed out: {exc}", uncertain=True) from exc
+        except BadRequest as exc:
+            raise Permanent(f"bad request: {exc.message}") from exc
+        except NetworkError as exc:
+            raise Retry(f"network: {exc}") from exc
+
+    async def _deliver(self, chat_id: str, message: OutMessage) -> None:
+        if message.photos:
+            await self._send_photos(chat_id, message.photos)
+            return
+        if message.location:
+            await self.bot.send_location(chat_id, latitude=message.location[0],
+                                         longitude=message.location[1])
+            return
+        markup = reply_markup(message)
+        if message.edit and message.ref:
+            message_id = await self._ref_message_id(message.ref, chat_id)
+            if message_id is not None:
+                try:
+                    await self.bot.edit_message_text(message.text, chat_id=chat_id,
+                                                     message_id=int(message_id),
+                                                     reply_markup=markup)
+                    return
+                except BadRequest as exc:
+                    if NOT_MODIFIED in exc.message:
+                        return
+                    if not any(gone in exc.message for gone in EDIT_GONE):
+                        raise
+        sent = await self.bot.send_message(chat_id, message.text, reply_markup=markup)
+        if message.ref:
+            await self._remember(message.ref, chat_id, str(sent.message_id))
+
+    async def _send_photos(self, chat_id: str, media_ids: list[int]) -> None:
+        rows = await self.db.run(lambda s: _media_rows(s, media_ids))
+        items = [row.telegram_file_id or self.media.read(row.path) for row in rows]
+        if len(items) == 1:
+            sent = [await self.bot.send_photo(chat_id, items[0])]
+        else:
+            sent = list(await self.bot.send_media_group(chat_id, [InputMediaPhoto(i) for i in items]))
+        uploaded = {row.id: msg.photo[-1].file_id for row, msg in zip(rows, sent)
+                    if not row.telegram_file_id and msg.photo}
+        if uploaded:
+            async def store(session):
+                for media_id, file_id in uploaded.items():
+                    await session.execute(update(Media).where(Media.id == media_id)
+                                          .values(telegram_file_id=file_id))
+            await self.db.run(store)
+
+    async def _ref_message_id(self, ref: str, chat_id: str) -> str | None:
+        return await self.db.run(lambda s: s.scalar(select(MessageRef.message_id).where(
+            MessageRef.ref == ref, MessageRef.channel == self.name, MessageRef.chat_id == chat_id)))
+
+    async def _remember(self, ref: str, chat_id: str, message_id: str) -> None:
+        async def store(session):
+            row = await session.scalar(select(MessageRef).where(
+                MessageRef.ref == ref, MessageRef.channel == self.name, MessageRef.chat_id == chat_id))
+            if row is None:
+                session.add(MessageRef(ref=ref, channel=self.name, chat_id=chat_id,
+                                       message_id=message_id))
+            else:
+                row.message_id = message_id
+        await self.db.run(store)
+
+    async def _migrate(self, old: str, new: str) -> None:
+        """A group became a supergroup: its binding, cards and queued messages move along."""
+        log.warning("telegram chat %s migrated to %s", old, new)
+
+        async def move(session):
+            for table in (ChatBinding, MessageRef, Outbox):
+                await session.execute(update(table).where(table.channel == self.name,
+                                                          table.chat_id == old).values(chat_id=new))
+        await self.db.run(move)
+
+    async def _blocked(self, chat_id: str) -> None:
+        """A resident blocked the bot: stop writing to them until they write again."""
+        async def mark(session):
+            await session.execute(update(Identity).where(
+                Identity.channel == self.name, Identity.external_id == chat_id).values(blocked=True))
+        await self.db.run(mark)
+
+
+async def _media_rows(session, media_ids: list[int]) -> list[Media]:
+    rows = {m.id: m for m in await session.scalars(select(Media).where(Media.id.in_(media_ids)))}
+    return [rows[i] for i in media_ids if i in rows]
+
+
+def _seconds(value) -> float:
+    return value.total_seconds() if hasattr(value, "total_seconds") else float(value)

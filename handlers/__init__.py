@@ -1,0 +1,1 @@
+"""Channel adapters: they translate updates into neutral inputs and nothing else."""

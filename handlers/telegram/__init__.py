@@ -1,0 +1,19 @@
+"""Telegram adapter: python-telegram-bot handlers that translate and delegate."""
+import logging
+
+from telegram.ext import Application, CallbackQueryHandler, ContextTypes, MessageHandler, filters
+
+from .callbacks import on_callback
+from .messages import on_message
+
+log = logging.getLogger(__name__)
+
+
+async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+    log.error("update %s failed", getattr(update, "update_id", "?"), exc_info=context.error)
+
+
+def register(application: Application) -> None:
+    application.add_handler(MessageHandler(filters.UpdateType.MESSAGE, on_message))
+    application.add_handler(CallbackQueryHandler(on_callback))
+    application.add_error_handler(on_error)

@@ -1,0 +1,23 @@
+"""Button presses: the core answers with an optional alert; everything else is queued."""
+from __future__ import annotations
+
+from telegram import Update
+from telegram.error import BadRequest
+from telegram.ext import ContextTypes
+
+from .translate import callback_input
+
+
+async def on_callback(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    whistle = context.bot_data["whistle"]
+    query = update.callback_query
+    inp = callback_input(update)
+    if inp is None:
+        reply_text, show_alert = whistle.stale_text(query.from_user.language_code), False
+    else:
+        reply = await whistle.handle(inp)
+        reply_text, show_alert = reply.alert, reply.show_alert
+    try:
+        await query.answer(reply_text, show_alert=show_alert)
+    except BadRequest:
+        pass  # the query expired while we worked; the outcome is already in the chat

@@ -1,0 +1,177 @@
+"""What people see about a ticket: the card in a unit's chat, the resident's
+notifications and the timeline. Rendered per recipient locale, channel-neutral."""
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from . import org
+from .context import Core
+from .i18n import N_, Translator
+from .lifecycle import STATE_LABELS, WAITING, WORKING, State
+from .messages import Button, KeyButton, OutMessage, enqueue
+from .people import first_name, private_targets
+from .tables import Identity, Person, Ticket, TicketEvent, Unit
+
+ROLE_LABELS = {
+    "grid_chief": N_("grid chief"),
+    "grid_worker": N_("grid worker"),
+    "community_secretary": N_("community secretary"),
+    "street_dispatcher": N_("street dispatcher"),
+    "department_officer": N_("department officer"),
+    "commander": N_("command centre"),
+    "admin": N_("administrator"),
+}
+CLASS_LABELS = {"enforcement": N_("enforcement"), "request": N_("resident request")}
+ORDER_LABELS = {"emergency": N_("emergency order"), "routine": N_("routine order"),
+                "key": N_("key order")}
+ORDER_ICONS = {"emergency": "🚨", "routine": "🟢", "key": "⭐"}
+EVENT_LABELS = {
+    "created": N_("reported"),
+    "routed": N_("routed"),
+    "claimed": N_("claimed"),
+    "progress": N_("progress"),
+    "resolved": N_("resolved"),
+    "returned": N_("returned for re-routing"),
+    "escalated": N_("escalated"),
+}
+REPORT_BUTTON = N_("📝 Report a problem")
+
+
+def main_keyboard(t: Translator) -> list[list[KeyButton]]:
+    """The persistent reply keyboard of a resident's private chat."""
+    return [[KeyButton(t._(REPORT_BUTTON))], [KeyButton(t._("📋 My reports"))]]
+
+
+def category_name(core: Core, code: str, t: Translator) -> str:
+    category = core.config.category(code)
+    if category is None:
+        return code
+    return category.name_en if t.is_en else category.name
+
+
+def unit_name(unit: Unit | None, t: Translator) -> str:
+    return "—" if unit is None else org.display_name(unit, t.locale)
+
+
+async def role_label(session: AsyncSession, t: Translator, person: Person, unit_id: int) -> str:
+    """``grid chief 王建国``: the person's role nearest to the unit, then their name."""
+    roles = await org.roles_of(session, person.id)
+    chain = [u.id for u in await org.ancestors(session, unit_id)]
+    ranked = sorted(roles, key=lambda r: chain.index(r.unit_id) if r.unit_id in chain else 99)
+    label = t._(ROLE_LABELS.get(ranked[0].role, ranked[0].role)) if ranked else ""
+    return f"{label} {person.name}".strip()
+
+
+async def card_text(session: AsyncSession, core: Core, ticket: Ticket, t: Translator) -> str:
+    grid = await session.get(Unit, ticket.grid_id) if ticket.grid_id else None
+    holder = await session.get(Unit, ticket.unit_id)
+    lines = [
+        f"{ORDER_ICONS.get(ticket.order_type, '')} #{ticket.number} · "
+        f"{category_name(core, ticket.category, t)}",
+        f"{t._(CLASS_LABELS[ticket.klass])} · {t._(ORDER_LABELS[ticket.order_type])}",
+        "",
+        ticket.description,
+        "",
+        t._("📍 Grid: {grid}", grid=unit_name(grid, t)),
+    ]
+    if ticket.address:
+        lines.append(t._("🏠 Address: {address}", address=ticket.address))
+    if ticket.lat is not None:
+        lines.append(f"🌐 {ticket.lat:.5f}, {ticket.lon:.5f}")
+    reporter = await session.get(Person, ticket.reporter_id)
+    shown = t._("anonymous") if ticket.anonymous else (first_name(reporter.name) or t._("anonymous"))
+    lines.append(t._("👤 Reporter: {name}", name=shown))
+    lines.append(t._("🕒 Reported: {time}", time=core.local(ticket.created_at).strftime("%m-%d %H:%M")))
+    status = t._(STATE_LABELS[State(ticket.state)])
+    lines.append(t._("📌 Status: {status} — {unit}", status=status, unit=unit_name(holder, t)))
+    if ticket.assignee_id and ticket.claimed_at:
+        assignee = await session.get(Person, ticket.assignee_id)
+        lines.append(t._("🙋 Claimed by {who} at {time}",
+                         who=await role_label(session, t, assignee, ticket.unit_id),
+                         time=core.local(ticket.claimed_at).strftime("%m-%d %H:%M")))
+    if ticket.resolution_note and ticket.state in (State.RESOLVED, State.CLOSED):
+        lines.append(t._("✅ Resolution: {note}", note=ticket.resolution_note))
+    return "\n".join(lines)
+
+
+def card_buttons(ticket: Ticket, t: Translator, holder: Unit | None) -> list[list[Button]]:
+    """Buttons only in the chat of the unit that holds the ticket now."""
+    tid = str(ticket.id)
+    state = State(ticket.state)
+    if state in WAITING:
+        return [[Button(t._("Claim"), "claim", tid), Button(t._("Return"), "return", tid)]]
+    if state in WORKING:
+        row = [Button(t._("Progress"), "progress", tid), Button(t._("Resolve"), "resolve", tid)]
+        if holder is not None and holder.kind in ("grid", "community"):
+            row.append(Button(t._("Escalate"), "escalate", tid))
+        return [row]
+    if state in (State.REPORTED, State.RETURNED):
+        return [[Button(t._("Route to a grid…"), "route", tid)]]
+    return []
+
+
+async def card_message(session: AsyncSession, core: Core, ticket: Ticket,
+                       chat_unit_id: int | None) -> OutMessage:
+    t = core.i18n.get(None)  # group chats speak the deployment's default language
+    holder = await session.get(Unit, ticket.unit_id)
+    buttons = card_buttons(ticket, t, holder) if chat_unit_id == ticket.unit_id else []
+    return OutMessage(text=await card_text(session, core, ticket, t), buttons=buttons,
+                      ref=f"card:{ticket.id}")
+
+
+async def _reporter_translator(session: AsyncSession, core: Core, person: Person,
+                               identity: Identity) -> Translator:
+    return core.i18n.get(core.i18n.pick(person.locale, identity.language_code))
+
+
+async def notify_reporter(session: AsyncSession, core: Core, ticket: Ticket, event: str,
+                          actor: Person | None = None, note: str | None = None,
+                          photo: int | None = None) -> None:
+    """Tell the reporter, in their own language, what just happened to their report."""
+    reporter = await session.get(Person, ticket.reporter_id)
+    for target, identity in await private_targets(session, reporter.id):
+        t = await _reporter_translator(session, core, reporter, identity)
+        who = await role_label(session, t, actor, ticket.unit_id) if actor else ""
+        holder = await session.get(Unit, ticket.unit_id)
+        status = t._(STATE_LABELS[State(ticket.state)])
+        text = {
+            "created": lambda: t._("✅ Report received. Your ticket number is {number}.\n"
+                                   "Status: {status} — {unit}.\nUse /my to follow it.",
+                                   number=ticket.number, status=status,
+                                   unit=unit_name(holder, t)),
+            "routed": lambda: t._("Your report {number} was sent to {unit}.",
+                                  number=ticket.number, unit=unit_name(holder, t)),
+            "claimed": lambda: t._("🙋 Your report {number} was claimed by {who}.",
+                                   number=ticket.number, who=who),
+            "progress": lambda: t._("🔧 Progress on {number} from {who}: {note}",
+                                    number=ticket.number, who=who, note=note),
+            "resolved": lambda: t._("✅ Your report {number} was resolved by {who}: {note}",
+                                    number=ticket.number, who=who, note=note),
+            "returned": lambda: t._("Your report {number} is being sent to the right grid.",
+                                    number=ticket.number),
+            "escalated": lambda: t._("⬆️ Your report {number} was passed up to {unit}.",
+                                     number=ticket.number, unit=unit_name(holder, t)),
+        }[event]()
+        message = OutMessage(text=text, photos=[photo] if photo else [])
+        if event == "created":
+            message.keyboard = main_keyboard(t)
+        enqueue(session, target, message, core.now())
+
+
+async def timeline_text(session: AsyncSession, core: Core, ticket: Ticket, t: Translator) -> str:
+    """The resident's view of one ticket: status and every step, staff shown by role and name."""
+    lines = [f"#{ticket.number} · {category_name(core, ticket.category, t)}",
+             ticket.description[:200], "",
+             t._("📌 Status: {status}", status=t._(STATE_LABELS[State(ticket.state)])), ""]
+    events = await session.scalars(select(TicketEvent).where(TicketEvent.ticket_id == ticket.id)
+                                   .order_by(TicketEvent.at, TicketEvent.id))
+    for ev in events:
+        line = f"{core.local(ev.at).strftime('%m-%d %H:%M')} {t._(EVENT_LABELS.get(ev.kind, ev.kind))}"
+        if ev.actor_id and ev.actor_id != ticket.reporter_id:
+            actor = await session.get(Person, ev.actor_id)
+            line += f" — {await role_label(session, t, actor, ticket.unit_id)}"
+        if ev.note and ev.kind in ("progress", "resolved"):
+            line += f": {ev.note}"
+        lines.append(line)
+    return "\n".join(lines)

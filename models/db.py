@@ -1,0 +1,86 @@
+"""Engine and transactions. Each core action runs in one transaction; on SQLite
+writes take the lock up front (BEGIN IMMEDIATE) so concurrent writers wait for
+each other instead of failing half-way, and a briefly locked database is retried."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from sqlalchemy import event
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+LOCK_RETRIES = 8
+
+
+def make_engine(url: str) -> AsyncEngine:
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, connect_args={"timeout": 15})
+        _sqlite_pragmas(engine)
+        return engine
+    return create_async_engine(url, pool_pre_ping=True)
+
+
+def _sqlite_pragmas(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _connect(dbapi_conn, _record):
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA busy_timeout=5000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin(conn):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def is_lock_error(exc: BaseException) -> bool:
+    text = str(getattr(exc, "orig", exc)).lower()
+    return "database is locked" in text or "deadlock detected" in text or "could not serialize" in text
+
+
+class Database:
+    """Owns the engine; ``run`` executes one action in one transaction."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.engine = make_engine(url)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._after_commit: list[Callable[[], None]] = []
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def on_commit(self, callback: Callable[[], None]) -> None:
+        """Called after every successful ``run`` (the sender wakes up on it)."""
+        self._after_commit.append(callback)
+
+    async def run(self, action: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """Run ``action`` in a fresh transaction, retrying if the database is briefly locked."""
+        delay = 0.05
+        for attempt in range(LOCK_RETRIES):
+            try:
+                async with self.sessions() as session, session.begin():
+                    result = await action(session)
+                break
+            except (OperationalError, DBAPIError) as exc:
+                if not is_lock_error(exc) or attempt == LOCK_RETRIES - 1:
+                    raise
+                log.warning("database busy, retrying (%s)", exc.orig)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        for callback in self._after_commit:
+            callback()
+        return result
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()

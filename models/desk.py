@@ -1,0 +1,173 @@
+"""Staff actions from a unit's chat: claim, return, progress, resolve, escalate, route.
+
+Notes (a progress note, a resolution, a reason) are collected by a reply to the
+bot's prompt, because with group privacy mode a bot only sees replies to itself
+and commands; the staff member may also send the note in a private chat."""
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from . import org, tickets
+from .context import Core
+from .dialogue import load, store_photo
+from .i18n import N_, Translator
+from .inputs import Input, Reply
+from .lifecycle import STATE_LABELS, Action, State, TransitionError, sources
+from .messages import Button, OutMessage, Target, enqueue
+from .people import private_targets
+from .tables import Person, Ticket, Unit
+
+NOTE_ACTIONS = {"progress": Action.PROGRESS, "resolve": Action.RESOLVE,
+                "return": Action.RETURN, "escalate": Action.ESCALATE}
+NOTE_PROMPTS = {
+    "progress": N_("{name}, reply to this message with a progress note for #{number}."),
+    "resolve": N_("{name}, reply to this message with the resolution of #{number} "
+                  "(text, or a photo with a caption)."),
+    "return": N_("{name}, reply to this message with the reason for returning #{number}."),
+    "escalate": N_("{name}, reply to this message with the reason for escalating #{number}."),
+}
+STAFF_ACTIONS = {"claim", "return", "progress", "resolve", "escalate", "route", "rc", "rg"}
+
+
+async def ticket_or_none(session: AsyncSession, arg: str) -> Ticket | None:
+    return await session.get(Ticket, int(arg)) if arg.isdigit() else None
+
+
+async def on_button(session: AsyncSession, core: Core, person: Person, t: Translator,
+                    inp: Input) -> Reply:
+    stale = Reply(alert=t._("This button is no longer active."))
+    ticket_arg, _, extra = inp.arg.partition(".")
+    ticket = await ticket_or_none(session, ticket_arg)
+    if ticket is None:
+        return stale
+    try:
+        if inp.action == "claim":
+            await tickets.claim(session, core, person, ticket)
+            await _share_contact(session, core, person, ticket)
+            return Reply(alert=t._("You claimed #{number}.", number=ticket.number))
+        if inp.action in NOTE_ACTIONS:
+            return await _ask_note(session, core, person, t, ticket, inp)
+        if inp.action == "route":
+            return await _route_menu(session, core, person, t, ticket, inp.chat, None)
+        if inp.action == "rc" and extra.isdigit():
+            return await _route_menu(session, core, person, t, ticket, inp.chat, int(extra))
+        if inp.action == "rg" and extra.isdigit():
+            await tickets.reroute(session, core, person, ticket, int(extra))
+            return Reply(alert=t._("Routed #{number}.", number=ticket.number))
+    except tickets.Denied as exc:
+        return Reply(alert=str(exc), show_alert=True)
+    except TransitionError:
+        return stale
+    return stale
+
+
+async def _share_contact(session, core: Core, assignee: Person, ticket: Ticket) -> None:
+    """Only the assignee learns the reporter's phone, and only if it was shared."""
+    if not ticket.contact_phone:
+        return
+    for target, identity in await private_targets(session, assignee.id):
+        t = core.i18n.get(core.i18n.pick(assignee.locale, identity.language_code))
+        enqueue(session, target, OutMessage(text=t._(
+            "Reporter's phone for #{number}: {phone}", number=ticket.number,
+            phone=ticket.contact_phone)), core.now())
+
+
+async def _allowed(session, person: Person, ticket: Ticket, action: str) -> bool:
+    if action in ("progress", "resolve"):
+        return await tickets.may_work(session, person, ticket)
+    return await org.has_role_at_or_above(session, person.id, ticket.unit_id)
+
+
+async def _ask_note(session, core: Core, person: Person, t: Translator, ticket: Ticket,
+                    inp: Input) -> Reply:
+    action = inp.action
+    if ticket.state not in sources(NOTE_ACTIONS[action]):
+        return Reply(alert=t._("This button is no longer active."))
+    if not await _allowed(session, person, ticket, action):
+        return Reply(alert=t._("Only the person handling #{number} (or their superiors) can do "
+                               "this.", number=ticket.number), show_alert=True)
+    if action == "escalate":
+        unit = await session.get(Unit, ticket.unit_id)
+        if unit.kind not in ("grid", "community"):
+            return Reply(alert=t._("This ticket is already at the top level."), show_alert=True)
+    row = await load(session, core, person, inp.sender.channel)
+    row.pending = {"action": action, "ticket": ticket.id, "chat": inp.chat.chat_id}
+    row.updated_at = core.now()
+    group_t = core.i18n.get(None) if not inp.private else t
+    enqueue(session, inp.chat, OutMessage(
+        text=group_t._(NOTE_PROMPTS[action], name=person.name, number=ticket.number)
+        + "\n" + group_t._("(Or send it to me in a private chat. /cancel to stop.)"),
+        force_reply=True, placeholder=group_t._("Your note")), core.now())
+    return Reply(alert=t._("Reply to my message with the note."))
+
+
+async def on_note(session: AsyncSession, core: Core, person: Person, t: Translator,
+                  inp: Input, pending: dict) -> None:
+    """A staff member's answer to a note prompt: apply the pending action."""
+    row = await load(session, core, person, inp.sender.channel)
+    ticket = await session.get(Ticket, pending["ticket"])
+    action = pending["action"]
+    limit = core.config.intake.max_note
+    if inp.kind == "photo" and action == "resolve":
+        if inp.photo.data is None or inp.photo.size > core.config.intake.max_photo_bytes:
+            _say(session, core, inp.chat, t._("That photo is too large; please send a smaller one."))
+            return
+        media = await store_photo(session, core, person, inp, "proof")
+        row.pending = {**pending, "photo": media.id}
+        if not (inp.text or "").strip():
+            _say(session, core, inp.chat, t._("Photo received. Now send the resolution note."))
+            return
+        pending = row.pending
+    elif inp.kind != "text" or not (inp.text or "").strip():
+        _say(session, core, inp.chat, t._("Please send the note as text (or /cancel)."))
+        return
+    note = inp.text.strip()
+    if len(note) > limit:
+        _say(session, core, inp.chat, t._("That note is too long ({n} characters): please keep "
+                                          "it under {max}.", n=len(note), max=limit))
+        return
+    row.pending = None
+    try:
+        if action == "progress":
+            await tickets.add_progress(session, core, person, ticket, note)
+        elif action == "resolve":
+            await tickets.resolve(session, core, person, ticket, note, pending.get("photo"))
+        elif action == "return":
+            await tickets.return_ticket(session, core, person, ticket, note)
+        elif action == "escalate":
+            await tickets.escalate(session, core, person, ticket, note)
+    except (TransitionError, tickets.Denied):
+        _say(session, core, inp.chat, t._("#{number} has changed meanwhile ({state}); nothing "
+                                          "was recorded.", number=ticket.number,
+                                          state=t._(STATE_LABELS[State(ticket.state)])))
+        return
+    _say(session, core, inp.chat, t._("Recorded for #{number}.", number=ticket.number))
+
+
+def _say(session, core: Core, chat: Target, text: str) -> None:
+    enqueue(session, chat, OutMessage(text=text), core.now())
+
+
+async def _route_menu(session, core: Core, person: Person, t: Translator, ticket: Ticket,
+                      chat: Target, community_id: int | None) -> Reply:
+    if ticket.state not in sources(Action.ROUTE):
+        return Reply(alert=t._("This button is no longer active."))
+    if not await org.has_role_at_or_above(session, person.id, ticket.unit_id):
+        return Reply(alert=t._("Only the dispatch centre can route this ticket."), show_alert=True)
+    group_t = core.i18n.get(None)
+    if community_id is None:
+        units = await org.units_of_kind(session, "community")
+        buttons = [Button(org.display_name(u, group_t.locale), "rc", f"{ticket.id}.{u.id}")
+                   for u in units]
+        text = group_t._("Route #{number}: choose the community.", number=ticket.number)
+    else:
+        units = await org.children(session, community_id, kind="grid")
+        buttons = [Button(org.display_name(u, group_t.locale), "rg", f"{ticket.id}.{u.id}")
+                   for u in units]
+        text = group_t._("Route #{number}: choose the grid.", number=ticket.number)
+    if not buttons:
+        return Reply(alert=t._("This button is no longer active."))
+    enqueue(session, chat, OutMessage(text=text, buttons=[buttons[i:i + 2] for i in
+                                                          range(0, len(buttons), 2)]), core.now())
+    return Reply()
+

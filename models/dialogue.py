@@ -1,0 +1,317 @@
+"""The intake dialogue: category → description → photos → location → contact → confirm.
+
+Written once for every channel. The step and the draft live in the ``dialogue``
+row, so a restart (or another process) continues where the resident was. Each
+step accepts only its kind of input; anything else gets a short hint and the
+step is asked again."""
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from . import org, tickets
+from .cards import category_name, main_keyboard, unit_name
+from .context import Core
+from .i18n import Translator
+from .inputs import Input, Reply
+from .messages import Button, KeyButton, OutMessage, Target, enqueue
+from .tables import Dialogue, Media, Person, Unit
+
+STEPS = ("category", "description", "photos", "location", "contact", "confirm")
+EDITABLE = ("category", "description", "photos", "location", "contact")
+DIALOGUE_ACTIONS = {"cat", "ph", "lc", "lg", "lb", "cf", "ed", "ef", "cx"}
+
+
+class Intake:
+    """One resident's dialogue, for the duration of one input."""
+
+    def __init__(self, session: AsyncSession, core: Core, person: Person, row: Dialogue,
+                 t: Translator, chat: Target):
+        self.session, self.core, self.person, self.row, self.t, self.chat = (
+            session, core, person, row, t, chat)
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    @property
+    def draft(self) -> dict:
+        return self.row.draft
+
+    def update(self, **changes) -> None:
+        self.row.draft = {**self.row.draft, **changes}  # reassign: JSON columns track identity
+
+    def say(self, text: str, **kwargs) -> None:
+        enqueue(self.session, self.chat, OutMessage(text=text, **kwargs), self.core.now())
+
+    def goto(self, step: str | None) -> None:
+        self.row.step = step
+        self.row.updated_at = self.core.now()
+
+    async def advance(self) -> None:
+        if self.draft.get("editing") or self.row.step == "contact":
+            self.goto("confirm")
+        else:
+            self.goto(STEPS[STEPS.index(self.row.step) + 1])
+        await self.prompt()
+
+    # -- entering and leaving ------------------------------------------------------------
+
+    async def begin(self) -> None:
+        self.row.draft = {}
+        self.goto("category")
+        await self.prompt()
+
+    async def cancel(self) -> None:
+        was_active = self.row.step is not None
+        self.row.draft = {}
+        self.goto(None)
+        t = self.t
+        text = t._("Cancelled. Nothing was sent.") if was_active else t._("There is nothing to cancel.")
+        self.say(text, keyboard=main_keyboard(t))
+
+    # -- prompts -------------------------------------------------------------------------
+
+    async def prompt(self) -> None:
+        t, step = self.t, self.row.step
+        if step == "category":
+            cats = [Button(category_name(self.core, c.code, t), "cat", c.code)
+                    for c in self.core.config.categories]
+            self.say(t._("What kind of problem is it? Choose a category:"),
+                     buttons=[cats[i:i + 2] for i in range(0, len(cats), 2)])
+        elif step == "description":
+            limits = self.core.config.intake
+            self.say(t._("Describe the problem in a few sentences ({min}–{max} characters).",
+                         min=limits.min_description, max=limits.max_description),
+                     remove_keyboard=True)
+        elif step == "photos":
+            self.update(photos=[])
+            self.say(t._("Send up to {n} photos of the problem, or press Skip.",
+                         n=self.core.config.intake.max_photos),
+                     buttons=[[Button(t._("Skip"), "ph", "done")]])
+        elif step == "location":
+            self.say(t._("Where is it? Press “📍 Send my location”, choose the community "
+                         "below, or type the address."),
+                     keyboard=[[KeyButton(t._("📍 Send my location"), "location")]])
+            self.say(t._("Communities:"), buttons=await self.community_buttons())
+        elif step == "contact":
+            self.say(t._("Can the grid contact you? Share your phone number, or stay anonymous. "
+                         "Your number is shown only to the person who handles the report."),
+                     keyboard=[[KeyButton(t._("📱 Share my phone number"), "contact")],
+                               [KeyButton(t._("👤 Show my first name, no phone"))],
+                               [KeyButton(t._("🙈 Stay anonymous"))]])
+        elif step == "confirm":
+            self.say(t._("Please check your report:"), keyboard=main_keyboard(t))
+            self.say(await self.summary(), buttons=[[
+                Button(t._("✅ Confirm"), "cf"), Button(t._("✏️ Edit"), "ed"),
+                Button(t._("❌ Cancel"), "cx")]])
+
+    async def community_buttons(self) -> list[list[Button]]:
+        communities = await org.units_of_kind(self.session, "community")
+        buttons = [Button(org.display_name(c, self.t.locale), "lc", str(c.id)) for c in communities]
+        return [buttons[i:i + 2] for i in range(0, len(buttons), 2)]
+
+    async def summary(self) -> str:
+        t, d = self.t, self.draft
+        grid_id, _reason = tickets.route_draft(self.core, d)
+        grid_unit = await self.session.get(Unit, grid_id) if grid_id else None
+        if d.get("location"):
+            where = t._("📍 location {lat:.5f}, {lon:.5f}", lat=d["location"][0], lon=d["location"][1])
+        elif d.get("address"):
+            where = t._("🏠 {address}", address=d["address"])
+        else:
+            where = t._("chosen from the list")
+        grid = unit_name(grid_unit, t) if grid_unit else t._(
+            "to be decided by the dispatch centre")
+        if d.get("phone"):
+            contact = t._("phone shared with the handler")
+        elif d.get("anonymous", True):
+            contact = t._("anonymous")
+        else:
+            contact = t._("first name shown, no phone")
+        return "\n".join([
+            t._("Category: {value}", value=category_name(self.core, d.get("category", ""), t)),
+            t._("Description: {value}", value=d.get("description", "")),
+            t._("Photos: {value}", value=len(d.get("photos", []))),
+            t._("Location: {value}", value=where),
+            t._("Grid: {value}", value=grid),
+            t._("Contact: {value}", value=contact),
+        ])
+
+    # -- inputs --------------------------------------------------------------------------
+
+    async def on_input(self, inp: Input) -> Reply:
+        """Feed one input to the current step."""
+        step = self.row.step
+        if inp.kind == "button":
+            return await self.on_button(inp)
+        if step is None:
+            self.say(self.t._("Press “📝 Report a problem” to report something, or /my to see "
+                              "your reports."), keyboard=main_keyboard(self.t))
+            return Reply()
+        handler = getattr(self, f"on_{step}")
+        await handler(inp)
+        return Reply()
+
+    async def on_category(self, inp: Input) -> None:
+        self.say(self.t._("Please choose a category with the buttons."))
+        await self.prompt()
+
+    async def on_description(self, inp: Input) -> None:
+        t, limits = self.t, self.core.config.intake
+        if inp.kind != "text" or not (inp.text or "").strip():
+            self.say(t._("Please describe the problem in words, as a text message."))
+            return
+        text = inp.text.strip()
+        if len(text) < limits.min_description:
+            self.say(t._("That is a bit short: please write at least {min} characters.",
+                         min=limits.min_description))
+        elif len(text) > limits.max_description:
+            self.say(t._("That is too long ({n} characters): please keep it under {max}.",
+                         n=len(text), max=limits.max_description))
+        else:
+            self.update(description=text)
+            await self.advance()
+
+    async def on_photos(self, inp: Input) -> None:
+        t, limits = self.t, self.core.config.intake
+        if inp.kind != "photo":
+            self.say(t._("Please send a photo, or press Done."),
+                     buttons=[[Button(t._("Done"), "ph", "done")]])
+            return
+        if inp.photo.data is None or inp.photo.size > limits.max_photo_bytes:
+            self.say(t._("That photo is too large ({size} MB; the limit is {max} MB). "
+                         "Please send a smaller one.",
+                         size=round(inp.photo.size / 1e6, 1), max=round(limits.max_photo_bytes / 1e6, 1)))
+            return
+        media = await store_photo(self.session, self.core, self.person, inp, "report")
+        photos = [*self.draft.get("photos", []), media.id]
+        self.update(photos=photos)
+        if len(photos) >= limits.max_photos:
+            await self.advance()
+        else:
+            self.say(t._("Photo {i} of {n} received. Send another, or press Done.",
+                         i=len(photos), n=limits.max_photos),
+                     buttons=[[Button(t._("Done"), "ph", "done")]])
+
+    async def on_location(self, inp: Input) -> None:
+        t = self.t
+        if inp.kind == "location":
+            lat, lon = inp.location
+            if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+                self.say(t._("That location is not valid; please try again."))
+                return
+            self.update(location=[lat, lon], grid_id=None, address=None)
+            await self.advance()
+        elif inp.kind == "text" and inp.text and not inp.text.startswith("/"):
+            address = inp.text.strip()
+            if len(address) < 4 or len(address) > 300:
+                self.say(t._("Please type the address in 4 to 300 characters."))
+                return
+            self.update(address=address, location=None)
+            await self.advance()
+        else:
+            self.say(t._("Please send your location with the button, choose a community, "
+                         "or type the address."))
+            await self.prompt()
+
+    async def on_contact(self, inp: Input) -> None:
+        t = self.t
+        if inp.kind == "contact":
+            if not inp.contact_is_own:
+                self.say(t._("Please share your own number with the button below."))
+                return
+            self.update(phone=inp.contact_phone, anonymous=False)
+            await self.advance()
+            return
+        label = (inp.text or "").strip() if inp.kind == "text" else ""
+        if label in self.core.i18n.labels("🙈 Stay anonymous"):
+            self.update(phone=None, anonymous=True)
+            await self.advance()
+        elif label in self.core.i18n.labels("👤 Show my first name, no phone"):
+            self.update(phone=None, anonymous=False)
+            await self.advance()
+        else:
+            self.say(t._("Please use the buttons below: share your phone number, show your "
+                         "first name only, or stay anonymous."))
+            await self.prompt()
+
+    async def on_confirm(self, inp: Input) -> None:
+        self.say(self.t._("Please press Confirm, Edit or Cancel."))
+        await self.prompt()
+
+    async def on_button(self, inp: Input) -> Reply:
+        """Dialogue buttons are valid only in the step that showed them."""
+        action, arg, step, t = inp.action, inp.arg, self.row.step, self.t
+        expected = {"cat": "category", "ph": "photos", "lc": "location", "lg": "location",
+                    "lb": "location", "cf": "confirm", "ed": "confirm", "ef": "confirm",
+                    "cx": "confirm"}
+        if step != expected.get(action):
+            return Reply(alert=t._("This button is no longer active."))
+        if action == "cat":
+            if self.core.config.category(arg) is None:
+                return Reply(alert=t._("This button is no longer active."))
+            self.update(category=arg)
+            await self.advance()
+        elif action == "ph":
+            await self.advance()
+        elif action == "lc":
+            grids = await org.children(self.session, int(arg), kind="grid") if arg.isdigit() else []
+            if not grids:
+                return Reply(alert=t._("This button is no longer active."))
+            buttons = [Button(org.display_name(g, t.locale), "lg", str(g.id)) for g in grids]
+            rows = [buttons[i:i + 2] for i in range(0, len(buttons), 2)]
+            rows.append([Button(t._("« Back"), "lb")])
+            self.say(t._("Choose the grid:"), buttons=rows)
+        elif action == "lb":
+            self.say(t._("Communities:"), buttons=await self.community_buttons())
+        elif action == "lg":
+            grid = await self.session.get(Unit, int(arg)) if arg.isdigit() else None
+            if grid is None or grid.kind != "grid":
+                return Reply(alert=t._("This button is no longer active."))
+            self.update(grid_id=grid.id, location=None, address=None)
+            await self.advance()
+        elif action == "cx":
+            await self.cancel()
+        elif action == "ed":
+            labels = {"category": t._("Category"), "description": t._("Description"),
+                      "photos": t._("Photos"), "location": t._("Location"),
+                      "contact": t._("Contact")}
+            buttons = [Button(labels[f], "ef", f) for f in EDITABLE]
+            self.say(t._("What do you want to change?"), buttons=[buttons[:3], buttons[3:]])
+        elif action == "ef":
+            if arg not in EDITABLE:
+                return Reply(alert=t._("This button is no longer active."))
+            self.update(editing=True)
+            self.goto(arg)
+            await self.prompt()
+        elif action == "cf":
+            draft = dict(self.draft)
+            self.row.draft = {}
+            self.goto(None)
+            await tickets.create(self.session, self.core, self.person, draft, inp.sender.channel)
+        return Reply()
+
+
+async def load(session: AsyncSession, core: Core, person: Person, channel: str) -> Dialogue:
+    row = await session.get(Dialogue, (person.id, channel))
+    if row is None:
+        row = Dialogue(person_id=person.id, channel=channel, step=None, draft={}, pending=None,
+                       updated_at=core.now())
+        session.add(row)
+    return row
+
+
+async def store_photo(session: AsyncSession, core: Core, person: Person, inp: Input,
+                      kind: str) -> Media:
+    path, digest = core.media.save(inp.photo.data)
+    media = Media(owner_id=person.id, kind=kind, path=path, sha256=digest, size=len(inp.photo.data),
+                  telegram_file_id=inp.photo.channel_file_id if inp.sender.channel == "telegram"
+                  else None, created_at=core.now())
+    session.add(media)
+    await session.flush()
+    return media
+
+
+async def open_intake(session: AsyncSession, core: Core, person: Person, t: Translator,
+                      inp: Input) -> Intake:
+    row = await load(session, core, person, inp.sender.channel)
+    return Intake(session, core, person, row, t, inp.chat)

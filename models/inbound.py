@@ -1,0 +1,181 @@
+"""The one entry point for everything a person does, on any channel.
+
+An adapter builds an ``Input`` and calls ``handle`` inside a transaction; this
+decides whether it is a command, a resident's dialogue step, a staff member's
+note or a button, and answers through the outbox."""
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from . import desk, org, people
+from .cards import REPORT_BUTTON, main_keyboard, timeline_text
+from .context import Core
+from .dialogue import DIALOGUE_ACTIONS, load, open_intake
+from .i18n import LOCALES, Translator
+from .inputs import Input, Reply
+from .lifecycle import STATE_LABELS, State
+from .messages import Button, OutMessage, enqueue
+from .tables import ChatBinding, Person, Role, Ticket, Unit
+
+MY_BUTTON = "📋 My reports"
+LANGUAGE_NAMES = {"zh_Hans": "简体中文", "en": "English"}
+
+
+async def handle(session: AsyncSession, core: Core, inp: Input) -> Reply:
+    person, identity = await people.resolve(session, inp.sender, core.now())
+    t = core.i18n.get(core.i18n.pick(person.locale, identity.language_code))
+    if inp.kind == "command":
+        return await on_command(session, core, person, t, inp)
+    if inp.kind == "button":
+        return await on_button(session, core, person, t, inp)
+    row = await load(session, core, person, inp.sender.channel)
+    if row.pending and (inp.private or inp.reply_to_bot):
+        await desk.on_note(session, core, person, t, inp, row.pending)
+        return Reply()
+    if not inp.private:
+        return Reply()  # group chatter that is not an answer to us
+    intake = await open_intake(session, core, person, t, inp)
+    if inp.kind == "text" and (inp.text or "").strip() in core.i18n.labels(REPORT_BUTTON):
+        await intake.begin()
+    elif inp.kind == "text" and (inp.text or "").strip() in core.i18n.labels(MY_BUTTON):
+        await list_mine(session, core, person, t, inp)
+    else:
+        return await intake.on_input(inp)
+    return Reply()
+
+
+def say(session: AsyncSession, core: Core, inp: Input, text: str, **kwargs) -> None:
+    enqueue(session, inp.chat, OutMessage(text=text, **kwargs), core.now())
+
+
+async def on_command(session: AsyncSession, core: Core, person: Person, t: Translator,
+                     inp: Input) -> Reply:
+    command = inp.command
+    if command == "bind":
+        return await bind_menu(session, core, person, t, inp)
+    if not inp.private:
+        if command == "cancel":
+            await cancel(session, core, person, t, inp)
+        elif command in ("start", "help"):
+            say(session, core, inp, core.i18n.get(None)._(
+                "I post this unit's tickets here. Press the buttons on a ticket to claim and "
+                "handle it. An administrator binds this chat to a unit with /bind."))
+        return Reply()
+    if command in ("start", "report"):
+        if command == "start":
+            say(session, core, inp, t._("Welcome to Whistle. Report a problem in your "
+                                        "neighbourhood and follow it until it is fixed."),
+                keyboard=main_keyboard(t))
+        intake = await open_intake(session, core, person, t, inp)
+        await intake.begin()
+    elif command == "cancel":
+        await cancel(session, core, person, t, inp)
+    elif command == "my":
+        await list_mine(session, core, person, t, inp)
+    elif command == "lang":
+        say(session, core, inp, t._("Choose your language:"), buttons=[[
+            Button(name, "lang", code) for code, name in LANGUAGE_NAMES.items()]])
+    elif command == "help":
+        say(session, core, inp, t._("/start or “📝 Report a problem”: report a problem\n"
+                                    "/my: your reports and their progress\n"
+                                    "/lang: change the language\n/cancel: stop what you are doing"),
+            keyboard=main_keyboard(t))
+    else:
+        say(session, core, inp, t._("I don't know that command. Try /help."))
+    return Reply()
+
+
+async def cancel(session, core: Core, person: Person, t: Translator, inp: Input) -> None:
+    row = await load(session, core, person, inp.sender.channel)
+    if row.pending:
+        row.pending = None
+        say(session, core, inp, t._("Cancelled. Nothing was recorded."))
+        return
+    if inp.private:
+        intake = await open_intake(session, core, person, t, inp)
+        await intake.cancel()
+
+
+async def on_button(session: AsyncSession, core: Core, person: Person, t: Translator,
+                    inp: Input) -> Reply:
+    stale = Reply(alert=t._("This button is no longer active."))
+    if inp.action in DIALOGUE_ACTIONS:
+        if not inp.private:
+            return stale
+        intake = await open_intake(session, core, person, t, inp)
+        return await intake.on_button(inp)
+    if inp.action in desk.STAFF_ACTIONS:
+        return await desk.on_button(session, core, person, t, inp)
+    if inp.action == "my" and inp.arg.isdigit():
+        ticket = await session.get(Ticket, int(inp.arg))
+        if ticket is None or ticket.reporter_id != person.id:
+            return stale
+        say(session, core, inp, await timeline_text(session, core, ticket, t))
+        return Reply()
+    if inp.action == "lang" and inp.arg in LOCALES:
+        person.locale = inp.arg
+        t = core.i18n.get(inp.arg)
+        say(session, core, inp, t._("Language set to English.") if t.is_en else t._(
+            "Language set to Simplified Chinese."), keyboard=main_keyboard(t) if inp.private else None)
+        return Reply()
+    if inp.action == "bind" and inp.arg.isdigit():
+        return await bind(session, core, person, t, inp, int(inp.arg))
+    return stale
+
+
+async def list_mine(session, core: Core, person: Person, t: Translator, inp: Input) -> None:
+    rows = list(await session.scalars(select(Ticket).where(Ticket.reporter_id == person.id)
+                                      .order_by(Ticket.id.desc()).limit(10)))
+    if not rows:
+        say(session, core, inp, t._("You have no reports yet."), keyboard=main_keyboard(t))
+        return
+    buttons = [[Button(f"#{r.number} · {t._(STATE_LABELS[State(r.state)])}", "my", str(r.id))]
+               for r in rows]
+    say(session, core, inp, t._("Your reports (newest first). Choose one to see its progress:"),
+        buttons=buttons)
+
+
+async def is_admin(session, core: Core, person: Person, inp: Input) -> bool:
+    if inp.sender.channel == "telegram" and inp.sender.external_id.lstrip("-").isdigit():
+        if int(inp.sender.external_id) in core.config.telegram.admins:
+            return True
+    return await session.scalar(select(Role.id).where(Role.person_id == person.id,
+                                                      Role.role == "admin").limit(1)) is not None
+
+
+async def bind_menu(session, core: Core, person: Person, t: Translator, inp: Input) -> Reply:
+    if inp.private:
+        say(session, core, inp, t._("Send /bind in the group chat you want to bind."))
+        return Reply()
+    if not await is_admin(session, core, person, inp):
+        say(session, core, inp, core.i18n.get(None)._("Only an administrator can bind this chat."))
+        return Reply()
+    group_t = core.i18n.get(None)
+    units = []
+    for kind in ("district", "street", "community", "grid", "department"):
+        units += await org.units_of_kind(session, kind)
+    buttons = [Button(org.display_name(u, group_t.locale), "bind", str(u.id)) for u in units]
+    say(session, core, inp, group_t._("Which unit does this chat speak for?"),
+        buttons=[buttons[i:i + 2] for i in range(0, len(buttons), 2)])
+    return Reply()
+
+
+async def bind(session, core: Core, person: Person, t: Translator, inp: Input,
+               unit_id: int) -> Reply:
+    if inp.private or not await is_admin(session, core, person, inp):
+        return Reply(alert=t._("Only an administrator can bind this chat."), show_alert=True)
+    unit = await session.get(Unit, unit_id)
+    if unit is None:
+        return Reply(alert=t._("This button is no longer active."))
+    binding = await session.scalar(select(ChatBinding).where(
+        ChatBinding.channel == inp.chat.channel, ChatBinding.chat_id == inp.chat.chat_id))
+    if binding is None:
+        session.add(ChatBinding(unit_id=unit.id, channel=inp.chat.channel,
+                                chat_id=inp.chat.chat_id))
+    else:
+        binding.unit_id = unit.id
+    group_t = core.i18n.get(None)
+    say(session, core, inp, group_t._("This chat now speaks for {unit}.",
+                                      unit=org.display_name(unit, group_t.locale)))
+    return Reply(alert=t._("Bound."))

@@ -1,0 +1,51 @@
+"""Neutral inputs: what a person sent, stripped of the channel's types."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .messages import Target
+
+
+@dataclass(frozen=True)
+class Sender:
+    channel: str
+    external_id: str
+    name: str = ""
+    language_code: str | None = None
+
+
+@dataclass(frozen=True)
+class PhotoIn:
+    """A photo already downloaded by the adapter (or too big to download)."""
+
+    data: bytes | None
+    size: int
+    channel_file_id: str | None = None
+
+
+@dataclass
+class Input:
+    """One thing a person did: a message of some kind, or a button press."""
+
+    sender: Sender
+    chat: Target
+    private: bool
+    kind: str  # text | command | photo | location | contact | button | other
+    text: str | None = None
+    command: str | None = None
+    args: list[str] = field(default_factory=list)
+    photo: PhotoIn | None = None
+    location: tuple[float, float] | None = None
+    contact_phone: str | None = None
+    contact_is_own: bool = False
+    action: str | None = None  # for buttons: "claim"
+    arg: str = ""  # for buttons: "17"
+    reply_to_bot: bool = False
+
+
+@dataclass
+class Reply:
+    """What the adapter answers at once (a callback alert); everything else is in the outbox."""
+
+    alert: str | None = None
+    show_alert: bool = False

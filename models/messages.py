@@ -1,0 +1,93 @@
+"""Neutral outgoing messages. The core says *what* to show (text, buttons, photos,
+a map pin); each channel's sender decides *how* (inline keyboard, template card)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from .tables import Outbox
+
+CALLBACK_LIMIT = 64  # bytes, Telegram's limit for callback data
+
+
+@dataclass(frozen=True)
+class Button:
+    """An inline button: a label and an action the core understands ("claim", 17)."""
+
+    label: str
+    action: str
+    arg: str = ""
+
+    @property
+    def data(self) -> str:
+        data = f"{self.action}:{self.arg}" if self.arg != "" else self.action
+        if len(data.encode()) > CALLBACK_LIMIT:
+            raise ValueError(f"callback data too long: {data!r}")
+        return data
+
+
+@dataclass(frozen=True)
+class KeyButton:
+    """A reply-keyboard button; ``request`` asks the client for "location" or "contact"."""
+
+    label: str
+    request: str | None = None
+
+
+@dataclass
+class OutMessage:
+    text: str
+    buttons: list[list[Button]] = field(default_factory=list)
+    keyboard: list[list[KeyButton]] | None = None  # reply keyboard
+    remove_keyboard: bool = False
+    force_reply: bool = False
+    placeholder: str | None = None  # input field hint with force_reply
+    photos: list[int] = field(default_factory=list)  # media ids, sent before the text
+    location: tuple[float, float] | None = None  # (lat, lon), sent before the text
+    ref: str | None = None  # remember the sent message under this name …
+    edit: bool = False  # … or edit the message remembered under ``ref`` in place
+
+    def to_payload(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_payload(cls, data: dict[str, Any]) -> "OutMessage":
+        data = dict(data)
+        data["buttons"] = [[Button(**b) for b in row] for row in data.get("buttons") or []]
+        if data.get("keyboard") is not None:
+            data["keyboard"] = [[KeyButton(**b) for b in row] for row in data["keyboard"]]
+        if data.get("location") is not None:
+            data["location"] = tuple(data["location"])
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a message goes: a chat on one channel."""
+
+    channel: str
+    chat_id: str
+
+
+def enqueue(session: AsyncSession, target: Target, message: OutMessage, now: datetime) -> None:
+    """Queue a message in the caller's transaction; the sender delivers it after commit.
+
+    Photos, a map pin and the text become separate rows, one channel call each, so a
+    retry after a failure never sends the same part twice."""
+    for row in message.buttons:
+        for button in row:
+            button.data  # validates the length now, not at send time
+    parts = []
+    if message.photos:
+        parts.append(OutMessage(text="", photos=message.photos))
+    if message.location:
+        parts.append(OutMessage(text="", location=message.location))
+    if message.text:
+        parts.append(replace(message, photos=[], location=None))
+    for part in parts:
+        session.add(Outbox(channel=target.channel, chat_id=str(target.chat_id),
+                           payload=part.to_payload(), state="pending", attempts=0,
+                           next_try_at=now, created_at=now))

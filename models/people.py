@@ -1,0 +1,47 @@
+"""Who is talking: channel identities resolved to people, and where to reach them."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from .inputs import Sender
+from .messages import Target
+from .tables import Identity, Person
+
+
+async def resolve(session: AsyncSession, sender: Sender, now: datetime) -> tuple[Person, Identity]:
+    """The person behind a channel identity, created on first contact."""
+    identity = await session.scalar(select(Identity).where(
+        Identity.channel == sender.channel, Identity.external_id == sender.external_id))
+    if identity is None:
+        person = Person(name=sender.name[:200], created_at=now)
+        session.add(person)
+        await session.flush()
+        identity = Identity(person_id=person.id, channel=sender.channel,
+                            external_id=sender.external_id, language_code=sender.language_code,
+                            blocked=False)
+        session.add(identity)
+        await session.flush()
+        return person, identity
+    person = await session.get(Person, identity.person_id)
+    if sender.language_code and identity.language_code != sender.language_code:
+        identity.language_code = sender.language_code
+    if identity.blocked:
+        identity.blocked = False  # they wrote to us, so they unblocked the bot
+    if sender.name and not person.name:
+        person.name = sender.name[:200]
+    return person, identity
+
+
+async def private_targets(session: AsyncSession, person_id: int) -> list[tuple[Target, Identity]]:
+    """Each channel on which we can write to this person privately."""
+    rows = await session.scalars(select(Identity).where(
+        Identity.person_id == person_id, Identity.blocked.is_(False)))
+    return [(Target(i.channel, i.external_id), i) for i in rows]
+
+
+def first_name(name: str) -> str:
+    """What a group chat may show of a named reporter."""
+    return name.split()[0] if name.strip() else ""

@@ -1,0 +1,203 @@
+"""Database tables. The database is the truth: deadlines, dialogue state and
+outgoing messages all live in rows, so a restart or a second process loses nothing."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String,
+    Text, TypeDecorator, UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator):
+    """Aware UTC datetimes on every backend (SQLite has no time zones)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, datetime: UTCDateTime}
+
+
+class Unit(Base):
+    """A node of the org tree: district, street, community, grid, or a department."""
+
+    __tablename__ = "unit"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(200))
+    name_en: Mapped[str | None] = mapped_column(String(200))
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("unit.id"), index=True)
+    boundary: Mapped[str | None] = mapped_column(Text)  # GeoJSON geometry, WGS-84
+
+
+class Person(Base):
+    """Anyone who talks to Whistle: a resident or a staff member."""
+
+    __tablename__ = "person"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str | None] = mapped_column(String(64), unique=True)  # staff from the org file
+    name: Mapped[str] = mapped_column(String(200), default="")
+    phone: Mapped[str | None] = mapped_column(String(32))
+    locale: Mapped[str | None] = mapped_column(String(16))  # set by /lang
+    created_at: Mapped[datetime]
+
+
+class Identity(Base):
+    """A person's address on one channel (Telegram user id, WeCom userid)."""
+
+    __tablename__ = "identity"
+    __table_args__ = (UniqueConstraint("channel", "external_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("person.id"), index=True)
+    channel: Mapped[str] = mapped_column(String(16))
+    external_id: Mapped[str] = mapped_column(String(64))
+    language_code: Mapped[str | None] = mapped_column(String(16))
+    blocked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Role(Base):
+    __tablename__ = "role"
+    __table_args__ = (UniqueConstraint("person_id", "unit_id", "role"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("person.id"), index=True)
+    unit_id: Mapped[int] = mapped_column(ForeignKey("unit.id"), index=True)
+    role: Mapped[str] = mapped_column(String(32))
+
+
+class ChatBinding(Base):
+    """A group chat that speaks for a unit on one channel."""
+
+    __tablename__ = "chat_binding"
+    __table_args__ = (UniqueConstraint("channel", "chat_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    unit_id: Mapped[int] = mapped_column(ForeignKey("unit.id"), index=True)
+    channel: Mapped[str] = mapped_column(String(16))
+    chat_id: Mapped[str] = mapped_column(String(64))
+
+
+class Ticket(Base):
+    __tablename__ = "ticket"
+    __table_args__ = (Index("ix_ticket_state_due", "state", "next_due_at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    number: Mapped[str] = mapped_column(String(20), unique=True)
+    category: Mapped[str] = mapped_column(String(64), index=True)
+    klass: Mapped[str] = mapped_column(String(16))  # enforcement | request
+    order_type: Mapped[str] = mapped_column(String(16))  # emergency | routine | key
+    state: Mapped[str] = mapped_column(String(24))
+    description: Mapped[str] = mapped_column(Text)
+    lat: Mapped[float | None] = mapped_column(Float)
+    lon: Mapped[float | None] = mapped_column(Float)
+    address: Mapped[str | None] = mapped_column(String(500))
+    channel: Mapped[str] = mapped_column(String(16))
+    reporter_id: Mapped[int] = mapped_column(ForeignKey("person.id"), index=True)
+    anonymous: Mapped[bool] = mapped_column(Boolean, default=True)
+    contact_phone: Mapped[str | None] = mapped_column(String(32))
+    grid_id: Mapped[int | None] = mapped_column(ForeignKey("unit.id"))
+    unit_id: Mapped[int] = mapped_column(ForeignKey("unit.id"), index=True)  # who holds it now
+    level: Mapped[str] = mapped_column(String(16))  # grid | community | street | department
+    route_reason: Mapped[str] = mapped_column(String(32))
+    assignee_id: Mapped[int | None] = mapped_column(ForeignKey("person.id"), index=True)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    claimed_at: Mapped[datetime | None]
+    resolved_at: Mapped[datetime | None]
+    closed_at: Mapped[datetime | None]
+    claim_due_at: Mapped[datetime | None]
+    resolve_due_at: Mapped[datetime | None]
+    next_due_at: Mapped[datetime | None]
+    resolution_note: Mapped[str | None] = mapped_column(Text)
+
+
+class TicketEvent(Base):
+    """The audit trail: one row per state change or note, written in the same transaction."""
+
+    __tablename__ = "ticket_event"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"), index=True)
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("person.id"))
+    at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(24))
+    from_state: Mapped[str | None] = mapped_column(String(24))
+    to_state: Mapped[str | None] = mapped_column(String(24))
+    note: Mapped[str | None] = mapped_column(Text)
+    data: Mapped[dict[str, Any] | None]
+
+
+class Media(Base):
+    """A stored photo: kept on our disk so it outlives Telegram's file expiry."""
+
+    __tablename__ = "media"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("ticket.id"), index=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("person.id"))
+    kind: Mapped[str] = mapped_column(String(16))  # report | proof
+    path: Mapped[str] = mapped_column(String(500))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)
+    telegram_file_id: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+
+
+class Dialogue(Base):
+    """Where a person is in a conversation, so any process can continue it after a restart."""
+
+    __tablename__ = "dialogue"
+    person_id: Mapped[int] = mapped_column(ForeignKey("person.id"), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(16), primary_key=True)
+    step: Mapped[str | None] = mapped_column(String(24))
+    draft: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    pending: Mapped[dict[str, Any] | None]  # a staff note being collected (progress, resolve …)
+    updated_at: Mapped[datetime]
+
+
+class Outbox(Base):
+    """A message to deliver, written in the transaction of the change it reports."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_pending", "state", "id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    channel: Mapped[str] = mapped_column(String(16))
+    chat_id: Mapped[str] = mapped_column(String(64), index=True)
+    payload: Mapped[dict[str, Any]]
+    state: Mapped[str] = mapped_column(String(12), default="pending")  # pending|sent|failed|uncertain
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_try_at: Mapped[datetime]
+    created_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class MessageRef(Base):
+    """Which channel message shows a thing (a ticket card), so it can be edited in place."""
+
+    __tablename__ = "message_ref"
+    __table_args__ = (UniqueConstraint("ref", "channel", "chat_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ref: Mapped[str] = mapped_column(String(64))
+    channel: Mapped[str] = mapped_column(String(16))
+    chat_id: Mapped[str] = mapped_column(String(64))
+    message_id: Mapped[str | None] = mapped_column(String(64))  # filled in by the sender
+
+
+class TicketCounter(Base):
+    """Per-day sequence behind human-readable ticket numbers (20261122-0007)."""
+
+    __tablename__ = "ticket_counter"
+    day: Mapped[str] = mapped_column(String(8), primary_key=True)
+    last: Mapped[int] = mapped_column(BigInteger)

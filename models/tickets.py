@@ -1,0 +1,268 @@
+"""Ticket actions. Each runs inside the caller's transaction and writes, together,
+the state change, its audit event and the messages that report it (outbox)."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from . import org
+from .cards import card_message, notify_reporter, role_label
+from .context import Core
+from .lifecycle import LEVELS, OPEN, STATE_LABELS, Action, State, TransitionError, check, sources
+from .messages import OutMessage, Target, enqueue
+from .tables import Media, MessageRef, Person, Ticket, TicketCounter, TicketEvent, Unit
+
+
+class Denied(Exception):
+    """The person may not do this; the message says why, in their language."""
+
+
+# ---- numbering -------------------------------------------------------------------------
+
+async def next_number(session: AsyncSession, core: Core, now: datetime) -> str:
+    """``YYYYMMDD-NNNN`` in local time, from a per-day counter row (safe across processes)."""
+    day = core.local(now).strftime("%Y%m%d")
+    dialect = session.bind.dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    stmt = insert(TicketCounter).values(day=day, last=1)
+    stmt = stmt.on_conflict_do_update(index_elements=["day"], set_={"last": TicketCounter.last + 1})
+    seq = await session.scalar(stmt.returning(TicketCounter.last))
+    return f"{day}-{seq:04d}"
+
+
+# ---- audit -----------------------------------------------------------------------------
+
+def audit(session: AsyncSession, ticket: Ticket, actor_id: int | None, kind: str, now: datetime,
+          from_state: str | None = None, note: str | None = None, data: dict | None = None) -> None:
+    session.add(TicketEvent(ticket_id=ticket.id, actor_id=actor_id, at=now, kind=kind,
+                            from_state=from_state, to_state=ticket.state, note=note, data=data))
+
+
+async def transition(session: AsyncSession, ticket: Ticket, action: Action, now: datetime,
+                     **changes) -> str:
+    """Move ``ticket`` by ``action`` with a guarded UPDATE, so two concurrent
+    actors (two chiefs pressing Claim) cannot both win: the loser gets TransitionError."""
+    target = check(action, ticket.state)
+    previous = ticket.state
+    result = await session.execute(
+        update(Ticket)
+        .where(Ticket.id == ticket.id, Ticket.state.in_(sources(action)))
+        .values(state=target.value, updated_at=now, **changes)
+        .execution_options(synchronize_session=False))
+    if result.rowcount != 1:
+        raise TransitionError(f"{action} lost a race on ticket {ticket.id}")
+    await session.refresh(ticket)
+    return previous
+
+
+# ---- creating and routing --------------------------------------------------------------
+
+async def duty_unit(session: AsyncSession, core: Core) -> Unit:
+    """Where tickets go that nothing routes: the configured unit, else the first street."""
+    if core.config.duty_unit:
+        unit = await org.unit_by_code(session, core.config.duty_unit)
+        if unit is not None:
+            return unit
+    streets = await org.units_of_kind(session, "street")
+    return streets[0]
+
+
+async def create(session: AsyncSession, core: Core, reporter: Person, draft: dict,
+                 channel: str) -> Ticket:
+    """File a confirmed report: number it, route it, post it, tell the reporter."""
+    now = core.now()
+    category = core.config.category(draft["category"])
+    grid_id, reason = route_draft(core, draft)
+    if grid_id is not None:
+        unit_id, level, state = grid_id, "grid", State.ROUTED
+    else:
+        unit_id, level, state = (await duty_unit(session, core)).id, "street", State.REPORTED
+    location = draft.get("location")
+    ticket = Ticket(
+        number=await next_number(session, core, now), category=category.code,
+        klass=category.klass, order_type=category.order_type, state=state.value,
+        description=draft["description"], lat=location[0] if location else None,
+        lon=location[1] if location else None, address=draft.get("address"), channel=channel,
+        reporter_id=reporter.id, anonymous=draft.get("anonymous", True),
+        contact_phone=draft.get("phone"), grid_id=grid_id, unit_id=unit_id, level=level,
+        route_reason=reason, created_at=now, updated_at=now)
+    session.add(ticket)
+    await session.flush()
+    if draft.get("photos"):
+        await session.execute(update(Media).where(Media.id.in_(draft["photos"]))
+                              .values(ticket_id=ticket.id))
+    audit(session, ticket, reporter.id, "created", now, data={"route_reason": reason})
+    await post_card(session, core, ticket, unit_id)
+    await notify_reporter(session, core, ticket, "created")
+    return ticket
+
+
+def route_draft(core: Core, draft: dict) -> tuple[int | None, str]:
+    """Point in a grid polygon first; else the grid chosen from the menu; else nobody."""
+    location = draft.get("location")
+    if location:
+        grid_id = core.router.locate(location[0], location[1])
+        if grid_id is not None:
+            return grid_id, "point"
+    if draft.get("grid_id"):
+        return int(draft["grid_id"]), "menu"
+    return None, "outside" if location else "none"
+
+
+async def post_card(session: AsyncSession, core: Core, ticket: Ticket, unit_id: int) -> None:
+    """Post the ticket (album, pin, card with buttons) to every chat bound to ``unit_id``;
+    when a unit has no chat, the duty chat gets it so nothing is silently lost."""
+    chats = await org.chats_of_unit(session, unit_id)
+    if not chats:
+        duty = await duty_unit(session, core)
+        chats = await org.chats_of_unit(session, duty.id)
+    photos = list(await session.scalars(select(Media.id).where(
+        Media.ticket_id == ticket.id, Media.kind == "report").order_by(Media.id)))
+    for chat in chats:
+        target = Target(chat.channel, chat.chat_id)
+        if photos or ticket.lat is not None:
+            enqueue(session, target, OutMessage(
+                text="", photos=photos,
+                location=(ticket.lat, ticket.lon) if ticket.lat is not None else None), core.now())
+        message = await card_message(session, core, ticket, chat.unit_id)
+        enqueue(session, target, message, core.now())
+        if await session.scalar(select(MessageRef.id).where(
+                MessageRef.ref == message.ref, MessageRef.channel == chat.channel,
+                MessageRef.chat_id == chat.chat_id)) is None:
+            session.add(MessageRef(ref=message.ref, channel=chat.channel, chat_id=chat.chat_id,
+                                   message_id=None))
+
+
+async def refresh_cards(session: AsyncSession, core: Core, ticket: Ticket) -> None:
+    """Edit every posted card of ``ticket`` in place to show its new state and buttons."""
+    refs = await session.scalars(select(MessageRef).where(MessageRef.ref == f"card:{ticket.id}"))
+    for ref in refs:
+        unit = await org.unit_of_chat(session, ref.channel, ref.chat_id)
+        message = await card_message(session, core, ticket, unit.id if unit else None)
+        message.edit = True
+        enqueue(session, Target(ref.channel, ref.chat_id), message, core.now())
+
+
+async def reroute(session: AsyncSession, core: Core, actor: Person, ticket: Ticket,
+                  grid_id: int) -> None:
+    """Dispatch re-routes a waiting or returned ticket to a grid."""
+    t = core.i18n.get(actor.locale)
+    if not await org.has_role_at_or_above(session, actor.id, ticket.unit_id):
+        raise Denied(t._("Only the dispatch centre can route this ticket."))
+    grid = await session.get(Unit, grid_id)
+    if grid is None or grid.kind != "grid":
+        raise Denied(t._("That grid no longer exists."))
+    now = core.now()
+    previous = await transition(session, ticket, Action.ROUTE, now, unit_id=grid.id,
+                                grid_id=grid.id, level="grid", assignee_id=None,
+                                route_reason="manual")
+    audit(session, ticket, actor.id, "routed", now, previous, data={"grid": grid.code})
+    await refresh_cards(session, core, ticket)
+    await post_card(session, core, ticket, grid.id)
+    await notify_reporter(session, core, ticket, "routed")
+
+
+# ---- the grid's actions ------------------------------------------------------------------
+
+async def claim(session: AsyncSession, core: Core, actor: Person, ticket: Ticket) -> None:
+    t = core.i18n.get(actor.locale)
+    if not await org.has_role_at_or_above(session, actor.id, ticket.unit_id):
+        raise Denied(t._("Only staff of this grid or above can claim this ticket."))
+    if ticket.state not in sources(Action.CLAIM):
+        raise Denied(await _taken_message(session, core, t, ticket))
+    now = core.now()
+    try:
+        previous = await transition(session, ticket, Action.CLAIM, now, assignee_id=actor.id,
+                                    claimed_at=now)
+    except TransitionError:
+        await session.refresh(ticket)
+        raise Denied(await _taken_message(session, core, t, ticket)) from None
+    audit(session, ticket, actor.id, "claimed", now, previous)
+    await refresh_cards(session, core, ticket)
+    await notify_reporter(session, core, ticket, "claimed", actor=actor)
+
+
+async def _taken_message(session, core, t, ticket: Ticket) -> str:
+    if ticket.assignee_id:
+        who = await session.get(Person, ticket.assignee_id)
+        return t._("Already claimed by {name}.", name=who.name)
+    return t._("This ticket can no longer be claimed ({state}).",
+               state=t._(STATE_LABELS[State(ticket.state)]))
+
+
+async def may_work(session: AsyncSession, actor: Person, ticket: Ticket) -> bool:
+    """The assignee, or anyone above the ticket's unit, may report progress or resolve."""
+    if ticket.assignee_id == actor.id:
+        return True
+    units = await org.ancestors(session, ticket.unit_id)
+    return any([await org.has_role_at_or_above(session, actor.id, u.id) for u in units[1:]])
+
+
+async def add_progress(session: AsyncSession, core: Core, actor: Person, ticket: Ticket,
+                       note: str) -> None:
+    now = core.now()
+    previous = await transition(session, ticket, Action.PROGRESS, now)
+    audit(session, ticket, actor.id, "progress", now, previous, note=note)
+    await refresh_cards(session, core, ticket)
+    await notify_reporter(session, core, ticket, "progress", actor=actor, note=note)
+
+
+async def resolve(session: AsyncSession, core: Core, actor: Person, ticket: Ticket, note: str,
+                  proof_media_id: int | None = None) -> None:
+    now = core.now()
+    previous = await transition(session, ticket, Action.RESOLVE, now, resolved_at=now,
+                                resolution_note=note)
+    if proof_media_id is not None:
+        await session.execute(update(Media).where(Media.id == proof_media_id)
+                              .values(ticket_id=ticket.id, kind="proof"))
+    audit(session, ticket, actor.id, "resolved", now, previous, note=note,
+          data={"proof": proof_media_id} if proof_media_id else None)
+    await refresh_cards(session, core, ticket)
+    await notify_reporter(session, core, ticket, "resolved", actor=actor, note=note,
+                          photo=proof_media_id)
+
+
+async def return_ticket(session: AsyncSession, core: Core, actor: Person, ticket: Ticket,
+                        reason: str) -> None:
+    """Mis-routed: back to the dispatch chat, which re-routes it."""
+    now = core.now()
+    duty = await duty_unit(session, core)
+    previous = await transition(session, ticket, Action.RETURN, now, unit_id=duty.id,
+                                level="street", assignee_id=None, claimed_at=None)
+    audit(session, ticket, actor.id, "returned", now, previous, note=reason)
+    await refresh_cards(session, core, ticket)
+    await post_card(session, core, ticket, duty.id)
+    await notify_reporter(session, core, ticket, "returned")
+
+
+async def escalate(session: AsyncSession, core: Core, actor: Person | None, ticket: Ticket,
+                   reason: str | None) -> Unit:
+    """Whistle one level up: grid → community → street; the upper chat gets a card to claim."""
+    t = core.i18n.get(actor.locale if actor else None)
+    unit = await session.get(Unit, ticket.unit_id)
+    if unit.parent_id is None or unit.kind not in ("grid", "community"):
+        raise Denied(t._("This ticket is already at the top level."))
+    upper = await session.get(Unit, unit.parent_id)
+    now = core.now()
+    previous = await transition(session, ticket, Action.ESCALATE, now, unit_id=upper.id,
+                                level=upper.kind if upper.kind in LEVELS else "street",
+                                assignee_id=None)
+    audit(session, ticket, actor.id if actor else None, "escalated", now, previous, note=reason,
+          data={"to": upper.code})
+    await refresh_cards(session, core, ticket)
+    await post_card(session, core, ticket, upper.id)
+    await notify_reporter(session, core, ticket, "escalated")
+    return upper
+
+
+async def count_open(session: AsyncSession, unit_id: int) -> int:
+    return await session.scalar(select(func.count()).select_from(Ticket).where(
+        Ticket.unit_id == unit_id, Ticket.state.in_([s.value for s in OPEN])))
+
+
+__all__ = ["Denied", "TransitionError", "claim", "create", "escalate", "resolve", "add_progress",
+           "return_ticket", "reroute", "refresh_cards", "post_card", "role_label"]
