@@ -6,6 +6,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= $(if $(wildcard config.toml),config.toml,config.example.toml)
 PYTEST_ARGS ?=
+# The PostgreSQL half of the suite runs against this server (it creates and drops
+# a database per test). REQUIRE_PG=1 (set by .ci/run) makes its absence an error.
+PG_TEST_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/test
+REQUIRE_PG ?=
 
 .PHONY: run test venv clean catalogs
 
@@ -21,10 +25,16 @@ run: venv
 	$(BIN)/python -m bot --config $(CONFIG) run
 
 test: venv
+	@echo "== test suite on SQLite =="
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
-
-# Re-extract translatable texts into locale/whistle.pot and update both catalogs.
-
+	@if $(BIN)/python tests/pg_available.py $(PG_TEST_URL); then \
+	  echo "== test suite on PostgreSQL ($(PG_TEST_URL)) =="; \
+	  WHISTLE_TEST_DATABASE_URL=$(PG_TEST_URL) $(BIN)/python -m pytest $(PYTEST_ARGS); \
+	elif [ -n "$(REQUIRE_PG)" ]; then \
+	  echo "PostgreSQL is required here (REQUIRE_PG) but not available"; exit 1; \
+	else \
+	  echo "NOTE: PostgreSQL not available: only the SQLite half of the suite ran."; \
+	fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache var

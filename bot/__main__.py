@@ -27,7 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default="config.toml", help="config file (TOML)")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="run the bot (long polling)")
+    run = sub.add_parser("run", help="run the bot (long polling); without a token, the local sandbox")
+    run.add_argument("--sandbox", action="store_true",
+                     help="run the local chat sandbox (fake Telegram) even if a token is configured")
+    run.add_argument("--host", default="127.0.0.1", help="sandbox address (default 127.0.0.1)")
+    run.add_argument("--port", type=int, default=8080, help="sandbox port (default 8080)")
     sub.add_parser("check-config", help="validate the config and exit")
     db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)
     db.add_parser("upgrade", help="apply Alembic migrations")
@@ -55,9 +59,12 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(_prepare(Whistle(config)))
         print(f"imported {config.org_file}")
         return 0
-    if not config.telegram.token:
-        print(NO_TOKEN, file=sys.stderr)
-        return 3
+    if args.sandbox or not config.telegram.token:
+        if not config.telegram.token:
+            print("Note: " + NO_TOKEN, file=sys.stderr)
+        print("Starting the local sandbox instead: Whistle with a fake Telegram, in your browser.",
+              file=sys.stderr)
+        return asyncio.run(_run_sandbox(config, args.host, args.port))
     return asyncio.run(_run(config))
 
 
@@ -80,6 +87,16 @@ async def _run(config) -> int:
         await stop.wait()
     finally:
         await whistle.stop()
+    return 0
+
+
+async def _run_sandbox(config, host: str, port: int) -> int:
+    from sandbox.server import run_sandbox
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await run_sandbox(config, host, port, stop)
     return 0
 
 

@@ -24,6 +24,7 @@ from models.org import import_org
 from models.org_file import load_org_file
 from models.routing import Router
 from models.tables import Unit
+from scheduler.runner import Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class Whistle:
                          clock=clock)
         self.application: Application | None = None
         self.sender: Sender | None = None
+        self.scheduler: Scheduler | None = None
 
     async def prepare(self) -> None:
         """Migrate the schema, load the org file, build the router."""
@@ -68,7 +70,7 @@ class Whistle:
     async def start(self) -> None:
         await self.prepare()
         self.application = self.build_telegram()
-        channel = TelegramChannel(self.application.bot, self.db, self.media)
+        channel = TelegramChannel(self.application.bot, self.db, self.media, self.core.now)
         self.sender = Sender(self.db, {channel.name: channel}, self.config.sender, self.core.now)
         self.db.on_commit(self.sender.wake)
         await self.application.initialize()
@@ -77,9 +79,14 @@ class Whistle:
             poll_interval=0, timeout=self.config.telegram.poll_timeout,
             allowed_updates=["message", "callback_query"])
         self.sender.start()
+        if self.config.schedule.enabled:
+            self.scheduler = Scheduler(self.db, self.core)
+            self.scheduler.start()
         log.info("Whistle is running as @%s", self.application.bot.username)
 
     async def stop(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.stop()
         if self.application is not None:
             if self.application.updater.running:
                 await self.application.updater.stop()

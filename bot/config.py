@@ -9,7 +9,11 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from datetime import date, time
+
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from models.calendar import Span
 
 ENV_OVERRIDES = {
     "WHISTLE_TELEGRAM_TOKEN": ("telegram", "token"),
@@ -57,12 +61,60 @@ class SenderConfig(Strict):
     max_attempts: int = Field(8, ge=1)
 
 
+class Timers(Strict):
+    """Deadlines of one order type: claim (response), on site, resolve, progress interval.
+    A span is a number and a unit: m, h, d (calendar) or wh, wd (working hours, days)."""
+
+    claim: Span
+    onsite: Span | None = None
+    resolve: Span
+    progress: Span | None = None
+
+
+class TimerOverride(Strict):
+    claim: Span | None = None
+    onsite: Span | None = None
+    resolve: Span | None = None
+    progress: Span | None = None
+
+
+class Deadlines(Strict):
+    emergency: Timers = Timers(claim="10m", onsite="30m", resolve="24h")
+    routine: Timers = Timers(claim="2wh", resolve="5wd")
+    key: Timers = Timers(claim="1wh", progress="1wd", resolve="15wd")
+    resolve_grace: Span = Span.parse("4wh")  # after a missed resolve deadline, escalate
+    vote_reminder: Span = Span.parse("24h")  # remind a resident who has not voted
+    vote_close: Span = Span.parse("72h")  # then close as unrated
+    vote_change: Span = Span.parse("14d")  # a vote may be changed this long
+    quiet_start: time = time(22, 0)  # hold back all but emergency orders …
+    quiet_end: time = time(7, 0)  # … until here
+    board_max_age: Span = Span.parse("24h")  # post a fresh overdue board after this
+
+
+class CalendarConfig(Strict):
+    """Working time: the working periods of a working day, China's public holidays and
+    adjusted working days (chinesecalendar), and local exceptions."""
+
+    hours: list[tuple[time, time]] = [(time(9, 0), time(12, 0)), (time(13, 0), time(18, 0))]
+    use_chinese_calendar: bool = True
+    extra_holidays: list[date] = []
+    extra_workdays: list[date] = []
+
+
+class Schedule(Strict):
+    enabled: bool = True  # run the sweep and the digest in this process
+    sweep_seconds: int = Field(30, ge=5, le=3600)
+    digest_time: time = time(8, 30)
+    command_centre_unit: str | None = None  # unit code; default: the district
+
+
 class Category(Strict):
     code: str = Field(pattern=r"^[a-z0-9_-]{1,24}$")
     name: str
     name_en: str
     klass: Literal["enforcement", "request"] = Field(alias="class")
     order_type: Literal["emergency", "routine", "key"] = "routine"
+    deadlines: TimerOverride = TimerOverride()
 
 
 class Config(Strict):
@@ -75,6 +127,9 @@ class Config(Strict):
     database: DatabaseConfig = DatabaseConfig()
     intake: IntakeConfig = IntakeConfig()
     sender: SenderConfig = SenderConfig()
+    deadlines: Deadlines = Deadlines()
+    calendar: CalendarConfig = CalendarConfig()
+    schedule: Schedule = Schedule()
     categories: list[Category] = Field(min_length=1)
 
     @field_validator("timezone")
@@ -100,6 +155,15 @@ class Config(Strict):
 
     def category(self, code: str) -> Category | None:
         return next((c for c in self.categories if c.code == code), None)
+
+    def timers_for(self, order_type: str, category: str) -> dict[str, Span]:
+        """The deadlines of an order type, with the category's overrides applied."""
+        spans = getattr(self.deadlines, order_type).model_dump(exclude_none=True)
+        cat = self.category(category)
+        if cat is not None:
+            spans.update(cat.deadlines.model_dump(exclude_none=True))
+        return {kind: value if isinstance(value, Span) else Span.parse(str(value))
+                for kind, value in spans.items()}
 
 
 def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:

@@ -3,6 +3,8 @@ python-telegram-bot, and Telegram's errors become retry-or-give-up decisions."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from datetime import datetime
 
 from sqlalchemy import select, update
 from telegram import (
@@ -41,8 +43,9 @@ def reply_markup(message: OutMessage):
 class TelegramChannel:
     name = "telegram"
 
-    def __init__(self, bot: Bot, db: Database, media: MediaStore):
-        self.bot, self.db, self.media = bot, db, media
+    def __init__(self, bot: Bot, db: Database, media: MediaStore,
+                 clock: Callable[[], datetime]):
+        self.bot, self.db, self.media, self.clock = bot, db, media, clock
 
     def is_group(self, chat_id: str) -> bool:
         return chat_id.startswith("-")
@@ -117,9 +120,9 @@ class TelegramChannel:
                 MessageRef.ref == ref, MessageRef.channel == self.name, MessageRef.chat_id == chat_id))
             if row is None:
                 session.add(MessageRef(ref=ref, channel=self.name, chat_id=chat_id,
-                                       message_id=message_id))
+                                       message_id=message_id, created_at=self.clock()))
             else:
-                row.message_id = message_id
+                row.message_id, row.created_at = message_id, self.clock()
         await self.db.run(store)
 
     async def _migrate(self, old: str, new: str) -> None:

@@ -11,7 +11,7 @@ from .i18n import N_, Translator
 from .lifecycle import STATE_LABELS, WAITING, WORKING, State
 from .messages import Button, KeyButton, OutMessage, enqueue
 from .people import first_name, private_targets
-from .tables import Identity, Person, Ticket, TicketEvent, Unit
+from .tables import Assignment, Identity, Person, Ticket, TicketEvent, Unit
 
 ROLE_LABELS = {
     "grid_chief": N_("grid chief"),
@@ -34,6 +34,15 @@ EVENT_LABELS = {
     "resolved": N_("resolved"),
     "returned": N_("returned for re-routing"),
     "escalated": N_("escalated"),
+    "whistled": N_("whistled to departments"),
+    "reported_for_duty": N_("department reported for duty"),
+    "reopened": N_("reopened"),
+    "closed": N_("closed"),
+    "retyped": N_("order type changed"),
+    "onsite": N_("on site"),
+    "asked": N_("question to the resident"),
+    "answered": N_("the resident answered"),
+    "rated": N_("department rated"),
 }
 REPORT_BUTTON = N_("📝 Report a problem")
 
@@ -90,24 +99,40 @@ async def card_text(session: AsyncSession, core: Core, ticket: Ticket, t: Transl
         lines.append(t._("🙋 Claimed by {who} at {time}",
                          who=await role_label(session, t, assignee, ticket.unit_id),
                          time=core.local(ticket.claimed_at).strftime("%m-%d %H:%M")))
+    if ticket.resolve_due_at and ticket.state not in (State.RESOLVED, State.CLOSED):
+        lines.append(t._("⏳ Resolve by {time}",
+                         time=core.local(ticket.resolve_due_at).strftime("%m-%d %H:%M")))
+    if ticket.waiting_since is not None:
+        lines.append(t._("💬 Waiting for the resident's answer (deadlines paused)"))
+    if ticket.reopens:
+        lines.append(t.n_("🔁 Reopened {n} time", "🔁 Reopened {n} times", ticket.reopens))
     if ticket.resolution_note and ticket.state in (State.RESOLVED, State.CLOSED):
         lines.append(t._("✅ Resolution: {note}", note=ticket.resolution_note))
     return "\n".join(lines)
 
 
 def card_buttons(ticket: Ticket, t: Translator, holder: Unit | None) -> list[list[Button]]:
-    """Buttons only in the chat of the unit that holds the ticket now."""
+    """Buttons for the chat of the unit that holds the ticket now."""
     tid = str(ticket.id)
     state = State(ticket.state)
+    upper = holder is not None and holder.kind in ("community", "street")
+    triage = [Button(t._("Order type…"), "type", tid)]
+    if upper:
+        triage.append(Button(t._("Whistle to departments…"), "whistle", tid))
     if state in WAITING:
-        return [[Button(t._("Claim"), "claim", tid), Button(t._("Return"), "return", tid)]]
+        return [[Button(t._("Claim"), "claim", tid), Button(t._("Return"), "return", tid)], triage]
     if state in WORKING:
         row = [Button(t._("Progress"), "progress", tid), Button(t._("Resolve"), "resolve", tid)]
         if holder is not None and holder.kind in ("grid", "community"):
             row.append(Button(t._("Escalate"), "escalate", tid))
-        return [row]
+        extra = []
+        if ticket.order_type == "emergency":
+            extra.append(Button(t._("On site"), "onsite", tid))
+        if ticket.waiting_since is None:
+            extra.append(Button(t._("Ask the resident"), "ask", tid))
+        return [row, extra + triage]
     if state in (State.REPORTED, State.RETURNED):
-        return [[Button(t._("Route to a grid…"), "route", tid)]]
+        return [[Button(t._("Route to a grid…"), "route", tid)], triage[:1]]
     return []
 
 
@@ -115,9 +140,20 @@ async def card_message(session: AsyncSession, core: Core, ticket: Ticket,
                        chat_unit_id: int | None) -> OutMessage:
     t = core.i18n.get(None)  # group chats speak the deployment's default language
     holder = await session.get(Unit, ticket.unit_id)
-    buttons = card_buttons(ticket, t, holder) if chat_unit_id == ticket.unit_id else []
+    if chat_unit_id == ticket.unit_id:
+        buttons = card_buttons(ticket, t, holder)
+    elif chat_unit_id is not None and await _waiting_assignment(session, ticket, chat_unit_id):
+        buttons = [[Button(t._("Report for duty"), "duty", str(ticket.id))]]
+    else:
+        buttons = []
     return OutMessage(text=await card_text(session, core, ticket, t), buttons=buttons,
                       ref=f"card:{ticket.id}")
+
+
+async def _waiting_assignment(session: AsyncSession, ticket: Ticket, unit_id: int) -> bool:
+    return await session.scalar(select(Assignment.id).where(
+        Assignment.ticket_id == ticket.id, Assignment.unit_id == unit_id,
+        Assignment.role == "coop", Assignment.state == "waiting")) is not None
 
 
 async def _reporter_translator(session: AsyncSession, core: Core, person: Person,
@@ -152,6 +188,9 @@ async def notify_reporter(session: AsyncSession, core: Core, ticket: Ticket, eve
                                     number=ticket.number),
             "escalated": lambda: t._("⬆️ Your report {number} was passed up to {unit}.",
                                      number=ticket.number, unit=unit_name(holder, t)),
+            "asked": lambda: t._("❓ {who} asks about your report {number}: {note}\n"
+                                 "Please answer with your next message.",
+                                 number=ticket.number, who=who, note=note),
         }[event]()
         message = OutMessage(text=text, photos=[photo] if photo else [])
         if event == "created":
@@ -171,7 +210,7 @@ async def timeline_text(session: AsyncSession, core: Core, ticket: Ticket, t: Tr
         if ev.actor_id and ev.actor_id != ticket.reporter_id:
             actor = await session.get(Person, ev.actor_id)
             line += f" — {await role_label(session, t, actor, ticket.unit_id)}"
-        if ev.note and ev.kind in ("progress", "resolved"):
+        if ev.note and ev.kind in ("progress", "resolved", "asked", "answered"):
             line += f": {ev.note}"
         lines.append(line)
     return "\n".join(lines)

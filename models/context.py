@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
+from .calendar import QuietHours, WorkCalendar
 from .i18n import I18n
 from .media import MediaStore
 from .routing import Router
@@ -25,6 +26,16 @@ class Core:
     router: Router
     media: MediaStore
     clock: Callable[[], datetime] = field(default=utcnow)
+    calendar: WorkCalendar = field(init=False)
+    quiet: QuietHours = field(init=False)
+
+    def __post_init__(self) -> None:
+        cal, deadlines = self.config.calendar, self.config.deadlines
+        self.calendar = WorkCalendar(
+            self.config.tz, hours={day: list(cal.hours) for day in range(5)},
+            extra_holidays=cal.extra_holidays, extra_workdays=cal.extra_workdays,
+            use_chinese_calendar=cal.use_chinese_calendar)
+        self.quiet = QuietHours(deadlines.quiet_start, deadlines.quiet_end, self.config.tz)
 
     def now(self) -> datetime:
         return self.clock()

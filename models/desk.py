@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from . import org, tickets
 from .context import Core
+from .cards import ORDER_LABELS
 from .dialogue import load, store_photo
 from .i18n import N_, Translator
 from .inputs import Input, Reply
@@ -18,15 +19,19 @@ from .people import private_targets
 from .tables import Person, Ticket, Unit
 
 NOTE_ACTIONS = {"progress": Action.PROGRESS, "resolve": Action.RESOLVE,
-                "return": Action.RETURN, "escalate": Action.ESCALATE}
+                "return": Action.RETURN, "escalate": Action.ESCALATE, "ask": Action.PROGRESS}
 NOTE_PROMPTS = {
     "progress": N_("{name}, reply to this message with a progress note for #{number}."),
     "resolve": N_("{name}, reply to this message with the resolution of #{number} "
                   "(text, or a photo with a caption)."),
     "return": N_("{name}, reply to this message with the reason for returning #{number}."),
     "escalate": N_("{name}, reply to this message with the reason for escalating #{number}."),
+    "ask": N_("{name}, reply to this message with your question to the resident about "
+              "#{number}. Deadlines pause until they answer."),
 }
-STAFF_ACTIONS = {"claim", "return", "progress", "resolve", "escalate", "route", "rc", "rg"}
+STAFF_ACTIONS = {"claim", "return", "progress", "resolve", "escalate", "ask", "onsite", "type",
+                 "ty", "route", "rc", "rg"}
+ORDER_TYPES = ("emergency", "routine", "key")
 
 
 async def ticket_or_none(session: AsyncSession, arg: str) -> Ticket | None:
@@ -47,6 +52,14 @@ async def on_button(session: AsyncSession, core: Core, person: Person, t: Transl
             return Reply(alert=t._("You claimed #{number}.", number=ticket.number))
         if inp.action in NOTE_ACTIONS:
             return await _ask_note(session, core, person, t, ticket, inp)
+        if inp.action == "onsite":
+            await tickets.mark_onsite(session, core, person, ticket)
+            return Reply(alert=t._("On site at #{number} recorded.", number=ticket.number))
+        if inp.action == "type":
+            return await _type_menu(session, core, person, t, ticket, inp.chat)
+        if inp.action == "ty" and extra in ORDER_TYPES:
+            await tickets.change_type(session, core, person, ticket, extra)
+            return Reply(alert=t._("Order type changed."))
         if inp.action == "route":
             return await _route_menu(session, core, person, t, ticket, inp.chat, None)
         if inp.action == "rc" and extra.isdigit():
@@ -73,7 +86,7 @@ async def _share_contact(session, core: Core, assignee: Person, ticket: Ticket) 
 
 
 async def _allowed(session, person: Person, ticket: Ticket, action: str) -> bool:
-    if action in ("progress", "resolve"):
+    if action in ("progress", "resolve", "ask"):
         return await tickets.may_work(session, person, ticket)
     return await org.has_role_at_or_above(session, person.id, ticket.unit_id)
 
@@ -136,6 +149,8 @@ async def on_note(session: AsyncSession, core: Core, person: Person, t: Translat
             await tickets.return_ticket(session, core, person, ticket, note)
         elif action == "escalate":
             await tickets.escalate(session, core, person, ticket, note)
+        elif action == "ask":
+            await tickets.ask_resident(session, core, person, ticket, note)
     except (TransitionError, tickets.Denied):
         _say(session, core, inp.chat, t._("#{number} has changed meanwhile ({state}); nothing "
                                           "was recorded.", number=ticket.number,
@@ -146,6 +161,20 @@ async def on_note(session: AsyncSession, core: Core, person: Person, t: Translat
 
 def _say(session, core: Core, chat: Target, text: str) -> None:
     enqueue(session, chat, OutMessage(text=text), core.now())
+
+
+async def _type_menu(session, core: Core, person: Person, t: Translator, ticket: Ticket,
+                     chat: Target) -> Reply:
+    if not await org.has_role_at_or_above(session, person.id, ticket.unit_id):
+        return Reply(alert=t._("Only staff of this unit or above can change the order type."),
+                     show_alert=True)
+    group_t = core.i18n.get(None)
+    buttons = [Button(("• " if kind == ticket.order_type else "") + group_t._(ORDER_LABELS[kind]),
+                      "ty", f"{ticket.id}.{kind}") for kind in ORDER_TYPES]
+    enqueue(session, chat, OutMessage(text=group_t._("Order type of #{number}:",
+                                                     number=ticket.number), buttons=[buttons]),
+            core.now())
+    return Reply()
 
 
 async def _route_menu(session, core: Core, person: Person, t: Translator, ticket: Ticket,

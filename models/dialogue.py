@@ -15,6 +15,7 @@ from .context import Core
 from .i18n import Translator
 from .inputs import Input, Reply
 from .messages import Button, KeyButton, OutMessage, Target, enqueue
+from .people import load_dialogue
 from .tables import Dialogue, Media, Person, Unit
 
 STEPS = ("category", "description", "photos", "location", "contact", "confirm")
@@ -292,12 +293,7 @@ class Intake:
 
 
 async def load(session: AsyncSession, core: Core, person: Person, channel: str) -> Dialogue:
-    row = await session.get(Dialogue, (person.id, channel))
-    if row is None:
-        row = Dialogue(person_id=person.id, channel=channel, step=None, draft={}, pending=None,
-                       updated_at=core.now())
-        session.add(row)
-    return row
+    return await load_dialogue(session, person.id, channel, core.now())
 
 
 async def store_photo(session: AsyncSession, core: Core, person: Person, inp: Input,

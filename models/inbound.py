@@ -8,10 +8,10 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import desk, org, people
+from . import desk, org, people, tickets, votes, whistle
 from .cards import REPORT_BUTTON, main_keyboard, timeline_text
 from .context import Core
-from .dialogue import DIALOGUE_ACTIONS, load, open_intake
+from .dialogue import DIALOGUE_ACTIONS, load, open_intake, store_photo
 from .i18n import LOCALES, Translator
 from .inputs import Input, Reply
 from .lifecycle import STATE_LABELS, State
@@ -19,6 +19,29 @@ from .messages import Button, OutMessage, enqueue
 from .tables import ChatBinding, Person, Role, Ticket, Unit
 
 MY_BUTTON = "📋 My reports"
+
+
+async def answer(session, core: Core, person: Person, t: Translator, inp: Input,
+                 pending: dict) -> None:
+    """The resident's answer to a staff question; the ticket's timers resume."""
+    row = await load(session, core, person, inp.sender.channel)
+    ticket = await session.get(Ticket, pending["ticket"])
+    text = (inp.text or "").strip()
+    media_id = None
+    if inp.kind == "photo" and inp.photo.data is not None:
+        media_id = (await store_photo(session, core, person, inp, "report")).id
+    elif inp.kind != "text" or not text:
+        say(session, core, inp, t._("Please answer the question with a text message or a photo."))
+        return
+    row.pending = None
+    await tickets.answer_resident(session, core, person, ticket, text[:core.config.intake.max_note],
+                                  media_id)
+    say(session, core, inp, t._("Thank you, your answer was passed on."))
+
+
+NOTE_TAKERS = {**{action: desk.on_note for action in desk.NOTE_ACTIONS},
+               "answer": answer, "vote_comment": votes.comment,
+               "rating_comment": whistle.rating_comment}
 LANGUAGE_NAMES = {"zh_Hans": "简体中文", "en": "English"}
 
 
@@ -30,8 +53,8 @@ async def handle(session: AsyncSession, core: Core, inp: Input) -> Reply:
     if inp.kind == "button":
         return await on_button(session, core, person, t, inp)
     row = await load(session, core, person, inp.sender.channel)
-    if row.pending and (inp.private or inp.reply_to_bot):
-        await desk.on_note(session, core, person, t, inp, row.pending)
+    if row.pending and row.pending.get("action") in NOTE_TAKERS and (inp.private or inp.reply_to_bot):
+        await NOTE_TAKERS[row.pending["action"]](session, core, person, t, inp, row.pending)
         return Reply()
     if not inp.private:
         return Reply()  # group chatter that is not an answer to us
@@ -107,6 +130,10 @@ async def on_button(session: AsyncSession, core: Core, person: Person, t: Transl
         return await intake.on_button(inp)
     if inp.action in desk.STAFF_ACTIONS:
         return await desk.on_button(session, core, person, t, inp)
+    if inp.action in votes.VOTE_ACTIONS:
+        return await votes.on_button(session, core, person, t, inp)
+    if inp.action in whistle.WHISTLE_ACTIONS:
+        return await whistle.on_button(session, core, person, t, inp)
     if inp.action == "my" and inp.arg.isdigit():
         ticket = await session.get(Ticket, int(inp.arg))
         if ticket is None or ticket.reporter_id != person.id:

@@ -33,6 +33,7 @@ class Action(StrEnum):
     RESOLVE = "resolve"
     RETURN = "return"
     ESCALATE = "escalate"
+    WHISTLE = "whistle"
     REOPEN = "reopen"
     CLOSE = "close"
     CLOSE_DUPLICATE = "close_duplicate"
@@ -40,8 +41,8 @@ class Action(StrEnum):
 
 
 S = State
-WAITING = {S.ROUTED, S.ESCALATED, S.REOPENED}  # someone must claim it
-WORKING = {S.CLAIMED, S.IN_PROGRESS}
+WAITING = {S.ROUTED, S.ESCALATED}  # someone must claim it
+WORKING = {S.CLAIMED, S.IN_PROGRESS, S.REOPENED}  # the assignee is on it
 OPEN = {S.REPORTED, S.RETURNED} | WAITING | WORKING
 FINAL = {S.CLOSED, S.CLOSED_DUPLICATE, S.CLOSED_NOT_FIXED}
 
@@ -52,6 +53,7 @@ TRANSITIONS: dict[Action, tuple[frozenset[State], State]] = {
     Action.RESOLVE: (frozenset(WORKING), S.RESOLVED),
     Action.RETURN: (frozenset({S.ROUTED, S.CLAIMED, S.IN_PROGRESS}), S.RETURNED),
     Action.ESCALATE: (frozenset(WAITING | WORKING), S.ESCALATED),
+    Action.WHISTLE: (frozenset(WAITING | WORKING), S.ESCALATED),
     Action.REOPEN: (frozenset({S.RESOLVED, S.CLOSED}), S.REOPENED),
     Action.CLOSE: (frozenset({S.RESOLVED}), S.CLOSED),
     Action.CLOSE_DUPLICATE: (frozenset(OPEN), S.CLOSED_DUPLICATE),

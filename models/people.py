@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from .inputs import Sender
 from .messages import Target
-from .tables import Identity, Person
+from .tables import Dialogue, Identity, Person
 
 
 async def resolve(session: AsyncSession, sender: Sender, now: datetime) -> tuple[Person, Identity]:
@@ -45,3 +45,14 @@ async def private_targets(session: AsyncSession, person_id: int) -> list[tuple[T
 def first_name(name: str) -> str:
     """What a group chat may show of a named reporter."""
     return name.split()[0] if name.strip() else ""
+
+
+async def load_dialogue(session: AsyncSession, person_id: int, channel: str,
+                        now: datetime) -> Dialogue:
+    """A person's conversation state on one channel, created empty on first use."""
+    row = await session.get(Dialogue, (person_id, channel))
+    if row is None:
+        row = Dialogue(person_id=person_id, channel=channel, step=None, draft={}, pending=None,
+                       updated_at=now)
+        session.add(row)
+    return row

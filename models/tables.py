@@ -93,7 +93,7 @@ class ChatBinding(Base):
 
 class Ticket(Base):
     __tablename__ = "ticket"
-    __table_args__ = (Index("ix_ticket_state_due", "state", "next_due_at"),)
+    __table_args__ = (Index("ix_ticket_state_unit", "state", "unit_id"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     number: Mapped[str] = mapped_column(String(20), unique=True)
     category: Mapped[str] = mapped_column(String(64), index=True)
@@ -118,10 +118,92 @@ class Ticket(Base):
     claimed_at: Mapped[datetime | None]
     resolved_at: Mapped[datetime | None]
     closed_at: Mapped[datetime | None]
-    claim_due_at: Mapped[datetime | None]
-    resolve_due_at: Mapped[datetime | None]
-    next_due_at: Mapped[datetime | None]
+    claim_due_at: Mapped[datetime | None]  # the first claim deadline (response rate)
+    resolve_due_at: Mapped[datetime | None]  # the current resolve deadline
     resolution_note: Mapped[str | None] = mapped_column(Text)
+    resolved_level: Mapped[str | None] = mapped_column(String(16))  # where it was finally solved
+    reopens: Mapped[int] = mapped_column(Integer, default=0)
+    escalations: Mapped[int] = mapped_column(Integer, default=0)
+    waiting_since: Mapped[datetime | None]  # waiting on the resident: timers paused
+    unrated: Mapped[bool] = mapped_column(Boolean, default=False)
+    whistler_unit_id: Mapped[int | None] = mapped_column(ForeignKey("unit.id"))
+
+
+class Timer(Base):
+    """One deadline of one ticket. The sweep reads rows whose ``next_at`` has come
+    (an index), so deadlines survive restarts and scale with the number due, not open."""
+
+    __tablename__ = "timer"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # claim | onsite | resolve | progress | vote
+    unit_id: Mapped[int] = mapped_column(ForeignKey("unit.id"))  # who must act
+    working: Mapped[bool] = mapped_column(Boolean)  # measured in working time?
+    starts_at: Mapped[datetime]
+    warn_at: Mapped[datetime]
+    due_at: Mapped[datetime]
+    stage: Mapped[str] = mapped_column(String(12))  # running | warned | breached | done
+    next_at: Mapped[datetime | None] = mapped_column(index=True)  # None: nothing more to do
+    met: Mapped[bool | None] = mapped_column(Boolean)  # done before due_at?
+    done_at: Mapped[datetime | None]
+    paused_at: Mapped[datetime | None]
+
+
+class Vote(Base):
+    """The resident's verdict: solved or not, and how satisfied; changeable for a while."""
+
+    __tablename__ = "vote"
+    __table_args__ = (UniqueConstraint("ticket_id", "person_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"), index=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("person.id"))
+    solved: Mapped[bool | None] = mapped_column(Boolean)
+    satisfaction: Mapped[str | None] = mapped_column(String(12))  # satisfied | basic | unsatisfied
+    comment: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class Assignment(Base):
+    """A department whistled to a ticket (吹哨报到): the lead or a cooperating department."""
+
+    __tablename__ = "assignment"
+    __table_args__ = (UniqueConstraint("ticket_id", "unit_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"), index=True)
+    unit_id: Mapped[int] = mapped_column(ForeignKey("unit.id"), index=True)
+    role: Mapped[str] = mapped_column(String(8))  # lead | coop
+    whistler_unit_id: Mapped[int] = mapped_column(ForeignKey("unit.id"))
+    whistled_by: Mapped[int | None] = mapped_column(ForeignKey("person.id"))
+    state: Mapped[str] = mapped_column(String(12))  # waiting | reported | resolved
+    reported_by: Mapped[int | None] = mapped_column(ForeignKey("person.id"))
+    reported_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+
+
+class DepartmentRating(Base):
+    """One whistle, one rating (一哨一评): the whistling unit rates the department."""
+
+    __tablename__ = "department_rating"
+    __table_args__ = (UniqueConstraint("ticket_id", "department_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"), index=True)
+    department_id: Mapped[int] = mapped_column(ForeignKey("unit.id"), index=True)
+    rater_unit_id: Mapped[int] = mapped_column(ForeignKey("unit.id"))
+    rater_id: Mapped[int] = mapped_column(ForeignKey("person.id"))
+    score: Mapped[int] = mapped_column(Integer)
+    comment: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+
+
+class JobRun(Base):
+    """A periodic job claims its (job, period) once, so no restart or second
+    process runs it twice."""
+
+    __tablename__ = "job_run"
+    job: Mapped[str] = mapped_column(String(32), primary_key=True)
+    period: Mapped[str] = mapped_column(String(32), primary_key=True)
+    started_at: Mapped[datetime]
 
 
 class TicketEvent(Base):
@@ -193,6 +275,7 @@ class MessageRef(Base):
     channel: Mapped[str] = mapped_column(String(16))
     chat_id: Mapped[str] = mapped_column(String(64))
     message_id: Mapped[str | None] = mapped_column(String(64))  # filled in by the sender
+    created_at: Mapped[datetime | None]  # when the message was first posted
 
 
 class TicketCounter(Base):

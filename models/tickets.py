@@ -9,11 +9,12 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import org
+from . import deadlines, org, votes, whistle
 from .cards import card_message, notify_reporter, role_label
 from .context import Core
 from .lifecycle import LEVELS, OPEN, STATE_LABELS, Action, State, TransitionError, check, sources
 from .messages import OutMessage, Target, enqueue
+from .people import load_dialogue, private_targets
 from .tables import Media, MessageRef, Person, Ticket, TicketCounter, TicketEvent, Unit
 
 
@@ -96,6 +97,7 @@ async def create(session: AsyncSession, core: Core, reporter: Person, draft: dic
         await session.execute(update(Media).where(Media.id.in_(draft["photos"]))
                               .values(ticket_id=ticket.id))
     audit(session, ticket, reporter.id, "created", now, data={"route_reason": reason})
+    await deadlines.after(session, core, ticket, "created")
     await post_card(session, core, ticket, unit_id)
     await notify_reporter(session, core, ticket, "created")
     return ticket
@@ -161,6 +163,7 @@ async def reroute(session: AsyncSession, core: Core, actor: Person, ticket: Tick
                                 grid_id=grid.id, level="grid", assignee_id=None,
                                 route_reason="manual")
     audit(session, ticket, actor.id, "routed", now, previous, data={"grid": grid.code})
+    await deadlines.after(session, core, ticket, Action.ROUTE)
     await refresh_cards(session, core, ticket)
     await post_card(session, core, ticket, grid.id)
     await notify_reporter(session, core, ticket, "routed")
@@ -182,6 +185,7 @@ async def claim(session: AsyncSession, core: Core, actor: Person, ticket: Ticket
         await session.refresh(ticket)
         raise Denied(await _taken_message(session, core, t, ticket)) from None
     audit(session, ticket, actor.id, "claimed", now, previous)
+    await deadlines.after(session, core, ticket, Action.CLAIM)
     await refresh_cards(session, core, ticket)
     await notify_reporter(session, core, ticket, "claimed", actor=actor)
 
@@ -207,6 +211,8 @@ async def add_progress(session: AsyncSession, core: Core, actor: Person, ticket:
     now = core.now()
     previous = await transition(session, ticket, Action.PROGRESS, now)
     audit(session, ticket, actor.id, "progress", now, previous, note=note)
+    await deadlines.after(session, core, ticket, Action.PROGRESS)
+    await notify_whistler(session, core, ticket, actor, note)
     await refresh_cards(session, core, ticket)
     await notify_reporter(session, core, ticket, "progress", actor=actor, note=note)
 
@@ -215,15 +221,18 @@ async def resolve(session: AsyncSession, core: Core, actor: Person, ticket: Tick
                   proof_media_id: int | None = None) -> None:
     now = core.now()
     previous = await transition(session, ticket, Action.RESOLVE, now, resolved_at=now,
-                                resolution_note=note)
+                                resolution_note=note, resolved_level=ticket.level)
     if proof_media_id is not None:
         await session.execute(update(Media).where(Media.id == proof_media_id)
                               .values(ticket_id=ticket.id, kind="proof"))
     audit(session, ticket, actor.id, "resolved", now, previous, note=note,
           data={"proof": proof_media_id} if proof_media_id else None)
+    await deadlines.after(session, core, ticket, Action.RESOLVE)
     await refresh_cards(session, core, ticket)
     await notify_reporter(session, core, ticket, "resolved", actor=actor, note=note,
                           photo=proof_media_id)
+    await votes.ask(session, core, ticket)
+    await whistle.ask_rating(session, core, ticket)
 
 
 async def return_ticket(session: AsyncSession, core: Core, actor: Person, ticket: Ticket,
@@ -234,6 +243,7 @@ async def return_ticket(session: AsyncSession, core: Core, actor: Person, ticket
     previous = await transition(session, ticket, Action.RETURN, now, unit_id=duty.id,
                                 level="street", assignee_id=None, claimed_at=None)
     audit(session, ticket, actor.id, "returned", now, previous, note=reason)
+    await deadlines.after(session, core, ticket, Action.RETURN)
     await refresh_cards(session, core, ticket)
     await post_card(session, core, ticket, duty.id)
     await notify_reporter(session, core, ticket, "returned")
@@ -250,13 +260,114 @@ async def escalate(session: AsyncSession, core: Core, actor: Person | None, tick
     now = core.now()
     previous = await transition(session, ticket, Action.ESCALATE, now, unit_id=upper.id,
                                 level=upper.kind if upper.kind in LEVELS else "street",
-                                assignee_id=None)
+                                assignee_id=None, claimed_at=None,
+                                escalations=ticket.escalations + 1)
     audit(session, ticket, actor.id if actor else None, "escalated", now, previous, note=reason,
           data={"to": upper.code})
+    await deadlines.after(session, core, ticket, Action.ESCALATE)
     await refresh_cards(session, core, ticket)
     await post_card(session, core, ticket, upper.id)
     await notify_reporter(session, core, ticket, "escalated")
     return upper
+
+
+async def reopen(session: AsyncSession, core: Core, actor: Person | None, ticket: Ticket,
+                 reason: str | None) -> None:
+    """The resident is not satisfied: back to the assignee with a new resolve deadline;
+    the second time, one level up."""
+    now = core.now()
+    previous = await transition(session, ticket, Action.REOPEN, now, reopens=ticket.reopens + 1,
+                                resolved_at=None, closed_at=None, resolved_level=None)
+    audit(session, ticket, actor.id if actor else None, "reopened", now, previous, note=reason)
+    await deadlines.after(session, core, ticket, Action.REOPEN)
+    await refresh_cards(session, core, ticket)
+    t = core.i18n.get(None)
+    for chat in await org.chats_of_unit(session, ticket.unit_id):
+        enqueue(session, Target(chat.channel, chat.chat_id), OutMessage(text=t._(
+            "🔁 #{number} was reopened: the resident says it is not solved.",
+            number=ticket.number)), now)
+    if ticket.reopens >= 2:
+        unit = await session.get(Unit, ticket.unit_id)
+        if unit.kind in ("grid", "community"):
+            await escalate(session, core, None, ticket, t._("reopened a second time"))
+
+
+async def close(session: AsyncSession, core: Core, actor: Person | None, ticket: Ticket,
+                unrated: bool = False) -> None:
+    now = core.now()
+    previous = await transition(session, ticket, Action.CLOSE, now, closed_at=now, unrated=unrated)
+    audit(session, ticket, actor.id if actor else None, "closed", now, previous,
+          data={"unrated": True} if unrated else None)
+    await deadlines.after(session, core, ticket, Action.CLOSE)
+    await refresh_cards(session, core, ticket)
+
+
+async def change_type(session: AsyncSession, core: Core, actor: Person, ticket: Ticket,
+                      order_type: str) -> None:
+    """Triage: whoever holds the ticket (or is above it) changes its order type."""
+    t = core.i18n.get(actor.locale)
+    if not await org.has_role_at_or_above(session, actor.id, ticket.unit_id):
+        raise Denied(t._("Only staff of this unit or above can change the order type."))
+    if ticket.state not in [s.value for s in OPEN] or order_type == ticket.order_type:
+        raise TransitionError("nothing to change")
+    previous_type = ticket.order_type
+    ticket.order_type, ticket.updated_at = order_type, core.now()
+    audit(session, ticket, actor.id, "retyped", core.now(), ticket.state,
+          data={"from": previous_type, "to": order_type})
+    await deadlines.retime(session, core, ticket)
+    await refresh_cards(session, core, ticket)
+
+
+async def mark_onsite(session: AsyncSession, core: Core, actor: Person, ticket: Ticket) -> None:
+    """Emergency orders: the handler reports arriving on site."""
+    if not await may_work(session, actor, ticket) or ticket.state not in sources(Action.PROGRESS):
+        raise TransitionError("not the handler")
+    audit(session, ticket, actor.id, "onsite", core.now(), ticket.state)
+    await deadlines.after(session, core, ticket, "onsite")
+    await refresh_cards(session, core, ticket)
+
+
+async def ask_resident(session: AsyncSession, core: Core, actor: Person, ticket: Ticket,
+                       question: str) -> None:
+    """Need more information: the question goes to the reporter and the timers stop
+    until they answer (their next message in the private chat)."""
+    if ticket.waiting_since is not None:
+        raise TransitionError("already waiting")
+    audit(session, ticket, actor.id, "asked", core.now(), ticket.state, note=question)
+    await deadlines.pause(session, core, ticket)
+    row = await load_dialogue(session, ticket.reporter_id, ticket.channel, core.now())
+    row.pending = {"action": "answer", "ticket": ticket.id}
+    await notify_reporter(session, core, ticket, "asked", actor=actor, note=question)
+    await refresh_cards(session, core, ticket)
+
+
+async def answer_resident(session: AsyncSession, core: Core, reporter: Person, ticket: Ticket,
+                          answer: str, media_id: int | None = None) -> None:
+    audit(session, ticket, reporter.id, "answered", core.now(), ticket.state, note=answer,
+          data={"photo": media_id} if media_id else None)
+    if media_id is not None:
+        await session.execute(update(Media).where(Media.id == media_id).values(ticket_id=ticket.id))
+    await deadlines.resume(session, core, ticket)
+    await refresh_cards(session, core, ticket)
+    if ticket.assignee_id:
+        assignee = await session.get(Person, ticket.assignee_id)
+        for target, identity in await private_targets(session, assignee.id):
+            t = core.i18n.get(core.i18n.pick(assignee.locale, identity.language_code))
+            enqueue(session, target, OutMessage(text=t._(
+                "💬 The resident answered on #{number}: {answer}", number=ticket.number,
+                answer=answer), photos=[media_id] if media_id else []), core.now())
+
+
+async def notify_whistler(session, core: Core, ticket: Ticket, actor: Person, note: str) -> None:
+    """The lead department's progress is seen by the unit that whistled."""
+    if ticket.whistler_unit_id is None or ticket.level != "department":
+        return
+    t = core.i18n.get(None)
+    holder = await session.get(Unit, ticket.unit_id)
+    for chat in await org.chats_of_unit(session, ticket.whistler_unit_id):
+        enqueue(session, Target(chat.channel, chat.chat_id), OutMessage(text=t._(
+            "📣 {unit} on #{number}: {note}", unit=org.display_name(holder, t.locale),
+            number=ticket.number, note=note)), core.now())
 
 
 async def count_open(session: AsyncSession, unit_id: int) -> int:

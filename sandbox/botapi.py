@@ -561,12 +561,13 @@ class FakeBotApi:
         return self.user_sends(user_id, chat_id, reply_to_message_id=reply_to_message_id, **fields)
 
     def user_sends_photo(self, user_id: int, chat_id: int, data: bytes, caption: str | None = None,
-                         width: int = 800, height: int = 600) -> dict:
+                         width: int = 800, height: int = 600,
+                         reply_to_message_id: int | None = None) -> dict:
         """A photo: two downloadable PhotoSizes (thumbnail, full); the full one's bytes are ``data``."""
         fields: dict[str, Any] = {"photo": self._store_photo(data, width, height)}
         if caption:
             fields["caption"] = caption
-        return self.user_sends(user_id, chat_id, **fields)
+        return self.user_sends(user_id, chat_id, reply_to_message_id=reply_to_message_id, **fields)
 
     def user_sends_document(self, user_id: int, chat_id: int, data: bytes, file_name: str,
                             mime_type: str = "application/octet-stream",

@@ -82,6 +82,7 @@ def config(tmp_path, api, database_url):
     cfg.sender.private_burst = 1000  # tests send bursts; the limiter has its own tests
     cfg.sender.group_burst = 1000
     cfg.sender.per_second = 1000
+    cfg.schedule.enabled = False  # tests call the sweep and digest with a controlled clock
     return cfg
 
 

@@ -52,7 +52,9 @@ async def test_report_claim_progress_resolve(whistle, api, people):
     chief_card = api.message(G01_CHAT, card["message_id"])
     await chief.press(chief_card, "进展", chat=G01_CHAT)
     prompt = await api.wait_message(G01_CHAT, after=prompt_after, contains="回复")
-    assert prompt["reply_markup"].get("force_reply")
+    sent = [params for method, params in api.requests
+            if method == "sendMessage" and params.get("text") == prompt["text"]]
+    assert sent and sent[-1]["reply_markup"].get("force_reply") is True
     await chief.say("已联系环卫，今天下午清运", chat=G01_CHAT, reply_to_message_id=prompt["message_id"],
                     contains="已记录")
     await api.wait_message(resident.id, contains="已联系环卫")

@@ -1,0 +1,152 @@
+"""Deadlines as rows ("两类三单限时办结"). Each ticket action starts or finishes
+timers here, in the same transaction; the sweep (``models/sweep.py``) acts on
+the rows whose ``next_at`` has come.
+
+Timers by kind: claim (response; per level — an escalation starts a new one),
+onsite (emergency orders), resolve, progress (key orders, restarts with each
+progress note) and vote (the resident's verdict after resolution)."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from .calendar import Span
+from .context import Core
+from .lifecycle import Action
+from .tables import Ticket, Timer
+
+WORK_KINDS = ("claim", "onsite", "resolve", "progress")
+
+
+async def open_timers(session: AsyncSession, ticket_id: int, kinds=None) -> list[Timer]:
+    query = select(Timer).where(Timer.ticket_id == ticket_id, Timer.stage != "done")
+    if kinds:
+        query = query.where(Timer.kind.in_(kinds))
+    return list(await session.scalars(query.order_by(Timer.id)))
+
+
+def start_timer(session: AsyncSession, core: Core, ticket: Ticket, kind: str, span: Span,
+                unit_id: int, start: datetime | None = None) -> Timer:
+    start = start or core.now()
+    due = core.calendar.add(start, span)
+    warn = core.calendar.warn_at(start, due, span.working)
+    timer = Timer(ticket_id=ticket.id, kind=kind, unit_id=unit_id, working=span.working,
+                  starts_at=start, warn_at=warn, due_at=due, stage="running", next_at=warn)
+    session.add(timer)
+    return timer
+
+
+def finish(timer: Timer, now: datetime) -> None:
+    timer.stage, timer.next_at, timer.done_at = "done", None, now
+    if timer.met is None:
+        timer.met = now <= timer.due_at
+
+
+async def finish_kinds(session: AsyncSession, ticket: Ticket, kinds, now: datetime) -> None:
+    for timer in await open_timers(session, ticket.id, kinds):
+        finish(timer, now)
+
+
+async def after(session: AsyncSession, core: Core, ticket: Ticket, action: Action | str) -> None:
+    """Start and finish the timers that ``action`` implies for ``ticket``."""
+    now = core.now()
+    spans = core.config.timers_for(ticket.order_type, ticket.category)
+    action = str(action)
+    if action == "created":
+        claim = start_timer(session, core, ticket, "claim", spans["claim"], ticket.unit_id)
+        resolve = start_timer(session, core, ticket, "resolve", spans["resolve"], ticket.unit_id)
+        ticket.claim_due_at, ticket.resolve_due_at = claim.due_at, resolve.due_at
+        if "onsite" in spans:
+            start_timer(session, core, ticket, "onsite", spans["onsite"], ticket.unit_id)
+    elif action in (Action.ROUTE, Action.ESCALATE, Action.WHISTLE, Action.RETURN):
+        # whoever holds the ticket now (a grid, the level above, dispatch) must claim it in time
+        await finish_kinds(session, ticket, ["claim", "progress"], now)
+        start_timer(session, core, ticket, "claim", spans["claim"], ticket.unit_id)
+        await _move(session, ticket, ["resolve", "onsite"])
+    elif action == Action.CLAIM:
+        await finish_kinds(session, ticket, ["claim"], now)
+        if "progress" in spans:
+            start_timer(session, core, ticket, "progress", spans["progress"], ticket.unit_id)
+    elif action == Action.PROGRESS:
+        if "progress" in spans:
+            await finish_kinds(session, ticket, ["progress"], now)
+            start_timer(session, core, ticket, "progress", spans["progress"], ticket.unit_id)
+    elif action == "onsite":
+        await finish_kinds(session, ticket, ["onsite"], now)
+    elif action == Action.RESOLVE:
+        await finish_kinds(session, ticket, WORK_KINDS, now)
+        d = core.config.deadlines
+        timer = start_timer(session, core, ticket, "vote", d.vote_close, ticket.unit_id)
+        timer.warn_at = timer.next_at = core.calendar.add(now, d.vote_reminder)
+    elif action == Action.REOPEN:
+        await finish_kinds(session, ticket, ["vote"], now)
+        resolve = start_timer(session, core, ticket, "resolve", spans["resolve"], ticket.unit_id)
+        ticket.resolve_due_at = resolve.due_at
+        if "progress" in spans:
+            start_timer(session, core, ticket, "progress", spans["progress"], ticket.unit_id)
+    elif action in (Action.CLOSE, Action.CLOSE_DUPLICATE, Action.CLOSE_NOT_FIXED):
+        await finish_kinds(session, ticket, [*WORK_KINDS, "vote"], now)
+
+
+async def _move(session: AsyncSession, ticket: Ticket, kinds) -> None:
+    """Running timers follow the ticket to the unit that holds it now."""
+    for timer in await open_timers(session, ticket.id, kinds):
+        timer.unit_id = ticket.unit_id
+
+
+async def retime(session: AsyncSession, core: Core, ticket: Ticket) -> None:
+    """The order type changed: running timers are recomputed from their start, timers
+    the new type does not have end, and an emergency gains its on-site timer."""
+    spans = core.config.timers_for(ticket.order_type, ticket.category)
+    now = core.now()
+    present = set()
+    for timer in await open_timers(session, ticket.id, WORK_KINDS):
+        present.add(timer.kind)
+        if timer.kind not in spans:
+            finish(timer, now)
+            continue
+        span = spans[timer.kind]
+        timer.working = span.working
+        timer.due_at = core.calendar.add(timer.starts_at, span)
+        timer.warn_at = core.calendar.warn_at(timer.starts_at, timer.due_at, span.working)
+        if timer.stage == "breached" and now < timer.due_at:
+            timer.stage = "warned"  # the new deadline has not passed yet
+        timer.next_at = next_step(timer, now)
+        if timer.kind == "resolve":
+            ticket.resolve_due_at = timer.due_at
+    if "onsite" in spans and "onsite" not in present and ticket.claimed_at is None:
+        start_timer(session, core, ticket, "onsite", spans["onsite"], ticket.unit_id,
+                    start=ticket.created_at)
+
+
+def next_step(timer: Timer, now: datetime) -> datetime | None:
+    """When the sweep must look at ``timer`` again, given its stage."""
+    if timer.paused_at is not None:
+        return None
+    return {"running": timer.warn_at, "warned": timer.due_at, "breached": now}.get(timer.stage)
+
+
+async def pause(session: AsyncSession, core: Core, ticket: Ticket) -> None:
+    """Waiting on the resident: work timers stop."""
+    now = core.now()
+    ticket.waiting_since = now
+    for timer in await open_timers(session, ticket.id, WORK_KINDS):
+        timer.paused_at, timer.next_at = now, None
+
+
+async def resume(session: AsyncSession, core: Core, ticket: Ticket) -> None:
+    """The resident answered: timers go on, their deadlines moved by the pause."""
+    now = core.now()
+    ticket.waiting_since = None
+    for timer in await open_timers(session, ticket.id, WORK_KINDS):
+        if timer.paused_at is None:
+            continue
+        paused = timer.paused_at
+        timer.due_at = core.calendar.resume(timer.due_at, paused, now, timer.working)
+        timer.warn_at = core.calendar.resume(timer.warn_at, paused, now, timer.working)
+        timer.paused_at = None
+        timer.next_at = next_step(timer, now)
+        if timer.kind == "resolve":
+            ticket.resolve_due_at = timer.due_at

@@ -1,0 +1,80 @@
+"""The daily digest: each bound chat gets, for its own scope, what happened in the
+last day (new, claimed, resolved, reopened, escalated, votes), what is overdue now
+(by number and assignee), and the month's running three rates. A street's digest
+sums its communities; the command centre's covers the district."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from . import org
+from .board import paginate
+from .context import Core
+from .lifecycle import OPEN
+from .messages import OutMessage, Target, enqueue
+from .rates import percent, three_rates
+from .scope import ticket_filter
+from .tables import ChatBinding, Person, Ticket, TicketEvent, Timer, Unit, Vote
+
+EVENT_KINDS = ("created", "claimed", "resolved", "reopened", "escalated", "whistled")
+
+
+def month_start(core: Core, now: datetime) -> datetime:
+    local = core.local(now)
+    return local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+async def digest_text(session: AsyncSession, core: Core, unit: Unit, now: datetime) -> list[str]:
+    t = core.i18n.get(None)
+    scope = await ticket_filter(session, unit)
+    since = now - timedelta(days=1)
+    counts = dict((await session.execute(
+        select(TicketEvent.kind, func.count()).join(Ticket, Ticket.id == TicketEvent.ticket_id)
+        .where(scope, TicketEvent.at > since, TicketEvent.at <= now,
+               TicketEvent.kind.in_(EVENT_KINDS)).group_by(TicketEvent.kind))).all())
+    votes = dict((await session.execute(
+        select(Vote.satisfaction, func.count()).join(Ticket, Ticket.id == Vote.ticket_id)
+        .where(scope, Vote.updated_at > since, Vote.updated_at <= now,
+               Vote.satisfaction.is_not(None)).group_by(Vote.satisfaction))).all())
+    overdue = (await session.execute(
+        select(Ticket.number, Ticket.assignee_id, func.min(Timer.due_at))
+        .join(Timer, Timer.ticket_id == Ticket.id)
+        .where(scope, Ticket.state.in_([s.value for s in OPEN]), Timer.stage == "breached",
+               Timer.kind != "vote")
+        .group_by(Ticket.id, Ticket.number, Ticket.assignee_id).order_by(func.min(Timer.due_at)))).all()
+    rates = await three_rates(session, scope, month_start(core, now), now)
+    header = "\n".join([
+        t._("📰 Daily digest — {unit} — {day}", unit=org.display_name(unit, t.locale),
+            day=core.local(now).strftime("%Y-%m-%d")),
+        t._("Last 24 hours: {new} new, {claimed} claimed, {resolved} resolved, {reopened} "
+            "reopened, {escalated} escalated.", new=counts.get("created", 0),
+            claimed=counts.get("claimed", 0), resolved=counts.get("resolved", 0),
+            reopened=counts.get("reopened", 0),
+            escalated=counts.get("escalated", 0) + counts.get("whistled", 0)),
+        t._("Votes: {satisfied} satisfied, {basic} basically satisfied, {unsatisfied} not "
+            "satisfied.", satisfied=votes.get("satisfied", 0), basic=votes.get("basic", 0),
+            unsatisfied=votes.get("unsatisfied", 0)),
+        t._("This month: response rate {response}, resolution rate {resolution}, "
+            "satisfaction rate {satisfaction} ({votes} votes).",
+            response=percent(rates.response), resolution=percent(rates.resolution),
+            satisfaction=percent(rates.satisfaction), votes=rates.votes),
+        t._("Overdue now: {n}", n=len(overdue)),
+    ])
+    lines = []
+    for number, assignee_id, due in overdue:
+        who = (await session.get(Person, assignee_id)).name if assignee_id else t._("unclaimed")
+        lines.append(f"❗ #{number} — {who} — {core.local(due).strftime('%m-%d %H:%M')}")
+    return paginate(header, lines)
+
+
+async def send_digests(session: AsyncSession, core: Core, now: datetime) -> int:
+    """Queue every bound chat's digest; returns the number of chats."""
+    bindings = list(await session.scalars(select(ChatBinding).order_by(ChatBinding.id)))
+    for binding in bindings:
+        unit = await session.get(Unit, binding.unit_id)
+        for page in await digest_text(session, core, unit, now):
+            enqueue(session, Target(binding.channel, binding.chat_id), OutMessage(text=page),
+                    core.now())
+    return len(bindings)

@@ -1,0 +1,65 @@
+"""The three rates, as the monthly report and the digests count them:
+
+- response rate = claim deadlines met ÷ claim deadlines that fell in the period
+  (each level's claim timer counts; a ticket escalated for a missed claim counts
+  as missed once per level);
+- resolution rate = "solved" votes ÷ votes cast in the period (what residents say);
+- satisfaction rate = (satisfied + 0.9 × basically satisfied) ÷ votes cast.
+
+Unrated tickets cast no vote and so never count as satisfied."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from .tables import Ticket, Timer, Vote
+
+BASIC_WEIGHT = 0.9
+
+
+@dataclass
+class Rates:
+    claims_due: int
+    claims_met: int
+    votes: int
+    solved: int
+    satisfied: int
+    basic: int
+
+    @property
+    def response(self) -> float | None:
+        return self.claims_met / self.claims_due if self.claims_due else None
+
+    @property
+    def resolution(self) -> float | None:
+        return self.solved / self.votes if self.votes else None
+
+    @property
+    def satisfaction(self) -> float | None:
+        return (self.satisfied + BASIC_WEIGHT * self.basic) / self.votes if self.votes else None
+
+
+async def three_rates(session: AsyncSession, scope: ColumnElement[bool], start: datetime,
+                      end: datetime) -> Rates:
+    """Rates over [start, end); pass ``end`` no later than now, as deadlines still ahead
+    have not "fallen" yet."""
+    claims = await session.execute(
+        select(func.count(), func.count().filter(Timer.met.is_(True)))
+        .select_from(Timer).join(Ticket, Ticket.id == Timer.ticket_id)
+        .where(scope, Timer.kind == "claim", Timer.due_at >= start, Timer.due_at < end))
+    claims_due, claims_met = claims.one()
+    votes = await session.execute(
+        select(func.count(), func.count().filter(Vote.solved.is_(True)),
+               func.count().filter(Vote.satisfaction == "satisfied"),
+               func.count().filter(Vote.satisfaction == "basic"))
+        .select_from(Vote).join(Ticket, Ticket.id == Vote.ticket_id)
+        .where(scope, Vote.satisfaction.is_not(None), Vote.updated_at >= start,
+               Vote.updated_at < end))
+    return Rates(claims_due, claims_met, *votes.one())
+
+
+def percent(value: float | None) -> str:
+    return "—" if value is None else f"{value * 100:.1f}%"

@@ -1,0 +1,173 @@
+"""The deadline sweep: called with "now" by the scheduler (and by tests with a
+controlled clock). It reads only timers whose ``next_at`` has come (an index),
+acts on each once — on PostgreSQL rows are claimed with FOR UPDATE SKIP LOCKED,
+so two processes never both act — and sends what it found batched: one private
+reminder per person, one edited overdue board per chat."""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from . import board, org, tickets, votes
+from .cards import category_name
+from .context import Core
+from .deadlines import finish
+from .i18n import N_
+from .lifecycle import TransitionError
+from .messages import OutMessage, Target, enqueue
+from .people import private_targets
+from .tables import Person, Ticket, Timer, Unit
+
+BATCH = 500
+REMINDERS = {
+    ("claim", "warn"): N_("⏰ #{number} must be claimed by {due}."),
+    ("onsite", "warn"): N_("⏰ #{number}: be on site by {due}."),
+    ("onsite", "breach"): N_("❗ #{number}: the on-site deadline ({due}) has passed."),
+    ("resolve", "warn"): N_("⏰ #{number} must be resolved by {due}."),
+    ("resolve", "breach"): N_("❗ #{number} is overdue: it had to be resolved by {due}."),
+    ("progress", "warn"): N_("⏰ #{number} (key order): post a progress update by {due}."),
+    ("progress", "breach"): N_("❗ #{number} (key order): the progress update due {due} is late."),
+}
+
+
+@dataclass
+class SweepResult:
+    timers: int = 0
+    warned: int = 0
+    breached: int = 0
+    escalated: int = 0
+    closed_unrated: int = 0
+    held_quiet: int = 0
+
+
+@dataclass
+class Batch:
+    """What one sweep has to say, gathered so each person and chat gets one message."""
+
+    reminders: dict[int, list[str]] = field(default_factory=lambda: defaultdict(list))
+    units: set[int] = field(default_factory=set)
+
+
+async def sweep(session: AsyncSession, core: Core, now: datetime) -> SweepResult:
+    query = (select(Timer).where(Timer.next_at <= now).order_by(Timer.next_at, Timer.id)
+             .limit(BATCH))
+    if session.bind.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    result, batch = SweepResult(), Batch()
+    for timer in list(await session.scalars(query)):
+        ticket = await session.get(Ticket, timer.ticket_id)
+        result.timers += 1
+        if ticket.order_type != "emergency" and core.quiet.contains(now):
+            timer.next_at = core.quiet.end_after(now)
+            result.held_quiet += 1
+            continue
+        await step(session, core, timer, ticket, now, batch, result)
+    await flush(session, core, batch)
+    return result
+
+
+async def step(session, core: Core, timer: Timer, ticket: Ticket, now: datetime, batch: Batch,
+               result: SweepResult) -> None:
+    if timer.kind == "vote":
+        await votes.on_timer(session, core, timer, ticket, now, result)
+        return
+    if timer.stage == "running" and now < timer.due_at:
+        timer.stage, timer.next_at = "warned", timer.due_at
+        result.warned += 1
+        await remind(session, core, batch, timer, ticket, "warn")
+        batch.units.add(ticket.unit_id)
+        return
+    if timer.stage in ("running", "warned"):
+        timer.stage, timer.met = "breached", False
+        result.breached += 1
+        batch.units.add(ticket.unit_id)
+        await breach(session, core, timer, ticket, now, batch, result)
+        return
+    if timer.stage == "breached" and timer.kind == "resolve":
+        timer.next_at = None  # grace is over: whistle one level up
+        if await escalate(session, core, ticket, N_("resolve deadline missed")):
+            result.escalated += 1
+        return
+    timer.next_at = None
+
+
+async def breach(session, core: Core, timer: Timer, ticket: Ticket, now: datetime, batch: Batch,
+                 result: SweepResult) -> None:
+    if timer.kind == "claim":
+        timer.next_at = None
+        finish(timer, now)
+        timer.met = False
+        if await escalate(session, core, ticket, N_("claim deadline missed")):
+            result.escalated += 1
+        else:
+            await alert_above(session, core, ticket, timer)
+        return
+    await remind(session, core, batch, timer, ticket, "breach")
+    if timer.kind == "resolve":
+        timer.next_at = core.calendar.add(timer.due_at, core.config.deadlines.resolve_grace)
+        await alert_above(session, core, ticket, timer)
+    elif timer.kind == "onsite":
+        timer.next_at = None
+        await alert_above(session, core, ticket, timer)
+    else:
+        timer.next_at = None
+
+
+async def escalate(session, core: Core, ticket: Ticket, reason: str) -> bool:
+    """Whistle up a level on a missed deadline; False when there is no level above."""
+    unit = await session.get(Unit, ticket.unit_id)
+    if unit.kind not in ("grid", "community"):
+        return False
+    try:
+        await tickets.escalate(session, core, None, ticket, core.i18n.get(None)._(reason))
+    except (TransitionError, tickets.Denied):
+        return False
+    return True
+
+
+async def alert_above(session, core: Core, ticket: Ticket, timer: Timer) -> None:
+    """Tell the level above the holder (for a department: whoever whistled) in its chat."""
+    holder = await session.get(Unit, ticket.unit_id)
+    target_id = ticket.whistler_unit_id if holder.kind == "department" else holder.parent_id
+    if target_id is None:
+        target_id = (await command_centre(session, core)).id
+    t = core.i18n.get(None)
+    text = t._("⚠️ {unit}: #{number} ({category}) missed its {kind} deadline ({due}).",
+               unit=org.display_name(holder, t.locale), number=ticket.number,
+               category=category_name(core, ticket.category, t), kind=t._(board.KIND_WORDS[timer.kind]),
+               due=core.local(timer.due_at).strftime("%m-%d %H:%M"))
+    for chat in await org.chats_of_unit(session, target_id):
+        enqueue(session, Target(chat.channel, chat.chat_id), OutMessage(text=text), core.now())
+
+
+async def command_centre(session, core: Core) -> Unit:
+    code = core.config.schedule.command_centre_unit
+    if code:
+        unit = await org.unit_by_code(session, code)
+        if unit is not None:
+            return unit
+    return (await org.units_of_kind(session, "district"))[0]
+
+
+async def remind(session, core: Core, batch: Batch, timer: Timer, ticket: Ticket, stage: str) -> None:
+    """Queue a private line for the assignee (claim warnings go to the board only)."""
+    text = REMINDERS.get((timer.kind, stage))
+    if text is None or ticket.assignee_id is None:
+        return
+    batch.reminders[ticket.assignee_id].append((text, ticket.number, timer.due_at))
+
+
+async def flush(session, core: Core, batch: Batch) -> None:
+    for person_id, lines in batch.reminders.items():
+        person = await session.get(Person, person_id)
+        for target, identity in await private_targets(session, person_id):
+            t = core.i18n.get(core.i18n.pick(person.locale, identity.language_code))
+            body = "\n".join(t._(text, number=number, due=core.local(due).strftime("%m-%d %H:%M"))
+                             for text, number, due in lines)
+            enqueue(session, target, OutMessage(text=t._("Deadlines:") + "\n" + body), core.now())
+    for unit_id in sorted(batch.units):
+        await board.refresh(session, core, unit_id)

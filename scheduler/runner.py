@@ -1,0 +1,39 @@
+"""APScheduler (3.x) wiring: the sweep every ``sweep_seconds``, the digest daily at
+``digest_time`` local time. Jobs read the core's clock, so tests can drive them."""
+from __future__ import annotations
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from models.context import Core
+from models.db import Database
+
+from .jobs import run_digest, run_sweep
+
+
+class Scheduler:
+    def __init__(self, db: Database, core: Core):
+        self.db, self.core = db, core
+        self._scheduler = AsyncIOScheduler(timezone=core.config.tz)
+
+    def start(self) -> None:
+        schedule = self.core.config.schedule
+        self._scheduler.add_job(self.sweep, IntervalTrigger(seconds=schedule.sweep_seconds),
+                                id="sweep", max_instances=1, coalesce=True)
+        self._scheduler.add_job(self.digest, CronTrigger(hour=schedule.digest_time.hour,
+                                                         minute=schedule.digest_time.minute,
+                                                         timezone=self.core.config.tz),
+                                id="digest", max_instances=1, coalesce=True,
+                                misfire_grace_time=3600)
+        self._scheduler.start()
+
+    async def sweep(self) -> None:
+        await run_sweep(self.db, self.core, self.core.now())
+
+    async def digest(self) -> None:
+        await run_digest(self.db, self.core, self.core.now())
+
+    def stop(self) -> None:
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
