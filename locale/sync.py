@@ -31,7 +31,10 @@ def main() -> None:
     with english.open("rb") as fp:
         catalog = read_po(fp, locale="en")
     for message in catalog:
-        if message.id and not message.string:
+        if isinstance(message.id, (list, tuple)):
+            if not all(message.string):
+                message.string = tuple(message.id)
+        elif message.id and not message.string:
             message.string = message.id
     with english.open("wb") as fp:
         write_po(fp, catalog, width=100)

@@ -34,9 +34,9 @@ def paginate(header: str, lines: list[str], limit: int = LIMIT) -> list[str]:
 
 async def board_lines(session: AsyncSession, core: Core, unit_id: int, t: Translator) -> list[str]:
     rows = await session.execute(
-        select(Ticket, Timer).join(Timer, Timer.ticket_id == Ticket.id)
-        .where(Ticket.unit_id == unit_id, Ticket.state.in_([s.value for s in OPEN]),
-               Timer.stage.in_(["warned", "breached"]), Timer.kind != "vote")
+        select(Ticket, Timer).join(Ticket, Ticket.id == Timer.ticket_id)
+        .where(Timer.unit_id == unit_id, Timer.stage.in_(["warned", "breached"]),
+               Timer.kind != "vote", Ticket.state.in_([s.value for s in OPEN]))
         .order_by(Timer.due_at))
     lines = []
     now = core.now()

@@ -207,7 +207,7 @@ class Intake:
             if len(address) < 4 or len(address) > 300:
                 self.say(t._("Please type the address in 4 to 300 characters."))
                 return
-            self.update(address=address, location=None)
+            self.update(address=address, location=None, grid_id=None)
             await self.advance()
         else:
             self.say(t._("Please send your location with the button, choose a community, "

@@ -48,7 +48,8 @@ class SweepResult:
 class Batch:
     """What one sweep has to say, gathered so each person and chat gets one message."""
 
-    reminders: dict[int, list[str]] = field(default_factory=lambda: defaultdict(list))
+    reminders: dict[int, list[tuple]] = field(default_factory=lambda: defaultdict(list))
+    alerts: dict[int, list[str]] = field(default_factory=lambda: defaultdict(list))
     units: set[int] = field(default_factory=set)
 
 
@@ -104,15 +105,15 @@ async def breach(session, core: Core, timer: Timer, ticket: Ticket, now: datetim
         if await escalate(session, core, ticket, N_("claim deadline missed")):
             result.escalated += 1
         else:
-            await alert_above(session, core, ticket, timer)
+            await alert_above(session, core, batch, ticket, timer)
         return
     await remind(session, core, batch, timer, ticket, "breach")
     if timer.kind == "resolve":
         timer.next_at = core.calendar.add(timer.due_at, core.config.deadlines.resolve_grace)
-        await alert_above(session, core, ticket, timer)
+        await alert_above(session, core, batch, ticket, timer)
     elif timer.kind == "onsite":
         timer.next_at = None
-        await alert_above(session, core, ticket, timer)
+        await alert_above(session, core, batch, ticket, timer)
     else:
         timer.next_at = None
 
@@ -129,19 +130,19 @@ async def escalate(session, core: Core, ticket: Ticket, reason: str) -> bool:
     return True
 
 
-async def alert_above(session, core: Core, ticket: Ticket, timer: Timer) -> None:
-    """Tell the level above the holder (for a department: whoever whistled) in its chat."""
+async def alert_above(session, core: Core, batch: Batch, ticket: Ticket, timer: Timer) -> None:
+    """Tell the level above the holder (for a department: whoever whistled), one
+    message per chat and sweep."""
     holder = await session.get(Unit, ticket.unit_id)
     target_id = ticket.whistler_unit_id if holder.kind == "department" else holder.parent_id
     if target_id is None:
         target_id = (await command_centre(session, core)).id
     t = core.i18n.get(None)
-    text = t._("⚠️ {unit}: #{number} ({category}) missed its {kind} deadline ({due}).",
-               unit=org.display_name(holder, t.locale), number=ticket.number,
-               category=category_name(core, ticket.category, t), kind=t._(board.KIND_WORDS[timer.kind]),
-               due=core.local(timer.due_at).strftime("%m-%d %H:%M"))
-    for chat in await org.chats_of_unit(session, target_id):
-        enqueue(session, Target(chat.channel, chat.chat_id), OutMessage(text=text), core.now())
+    batch.alerts[target_id].append(t._(
+        "⚠️ {unit}: #{number} ({category}) missed its {kind} deadline ({due}).",
+        unit=org.display_name(holder, t.locale), number=ticket.number,
+        category=category_name(core, ticket.category, t), kind=t._(board.KIND_WORDS[timer.kind]),
+        due=core.local(timer.due_at).strftime("%m-%d %H:%M")))
 
 
 async def command_centre(session, core: Core) -> Unit:
@@ -169,5 +170,9 @@ async def flush(session, core: Core, batch: Batch) -> None:
             body = "\n".join(t._(text, number=number, due=core.local(due).strftime("%m-%d %H:%M"))
                              for text, number, due in lines)
             enqueue(session, target, OutMessage(text=t._("Deadlines:") + "\n" + body), core.now())
+    for unit_id, lines in batch.alerts.items():
+        for chat in await org.chats_of_unit(session, unit_id):
+            for page in board.paginate(core.i18n.get(None)._("Missed deadlines:"), lines):
+                enqueue(session, Target(chat.channel, chat.chat_id), OutMessage(text=page), core.now())
     for unit_id in sorted(batch.units):
         await board.refresh(session, core, unit_id)

@@ -134,6 +134,7 @@ class Timer(Base):
     (an index), so deadlines survive restarts and scale with the number due, not open."""
 
     __tablename__ = "timer"
+    __table_args__ = (Index("ix_timer_unit_stage", "unit_id", "stage"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"), index=True)
     kind: Mapped[str] = mapped_column(String(16))  # claim | onsite | resolve | progress | vote

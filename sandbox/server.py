@@ -228,6 +228,9 @@ class Sandbox:
         whistle, self.whistle = self.whistle, None
         try:
             if whistle is not None:
+                # Answer the bot's held long poll now (the fake's own server is not running,
+                # so this only releases pollers), or stopping would wait for its timeout.
+                await self.api.stop()
                 await whistle.stop()
         finally:
             if self._runner is not None:

@@ -4,7 +4,9 @@ controlled clock, and the real Whistle service with its python-telegram-bot
 Application talking to that server over HTTP."""
 from __future__ import annotations
 
+import asyncio
 import os
+import shutil
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -43,20 +45,56 @@ def clock() -> Clock:
     return Clock(datetime(2026, 11, 23, 2, 0, tzinfo=timezone.utc))
 
 
-@pytest.fixture
-async def database_url(tmp_path):
-    base = os.environ.get(PG_ENV)
-    if not base:
-        yield f"sqlite+aiosqlite:///{tmp_path / 'whistle.db'}"
-        return
-    name = f"whistle_t_{uuid.uuid4().hex[:12]}"
+def _pg_url(base: str, name: str) -> str:
+    return base.rsplit("/", 1)[0] + "/" + name
+
+
+async def _pg_admin(base: str, *statements: str) -> None:
     admin = create_async_engine(base, isolation_level="AUTOCOMMIT")
     async with admin.connect() as conn:
-        await conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield base.rsplit("/", 1)[0] + "/" + name
-    async with admin.connect() as conn:
-        await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        for statement in statements:
+            await conn.execute(text(statement))
     await admin.dispose()
+
+
+async def _prepare_template(url: str) -> None:
+    """Migrate and import the sample org once; every test starts from a copy."""
+    cfg = load_config(ROOT / "config.example.toml", env={})
+    cfg.database.url = url
+    service = Whistle(cfg)
+    await service.prepare()
+    await service.db.dispose()
+
+
+@pytest.fixture(scope="session")
+def template_database(tmp_path_factory):
+    """A migrated database with the sample district: a SQLite file, or a PostgreSQL
+    database used as a template (CREATE DATABASE … TEMPLATE)."""
+    base = os.environ.get(PG_ENV)
+    if not base:
+        path = tmp_path_factory.mktemp("template") / "whistle.db"
+        asyncio.run(_prepare_template(f"sqlite+aiosqlite:///{path}"))
+        yield path
+        return
+    name = f"whistle_tmpl_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_pg_admin(base, f'CREATE DATABASE "{name}"'))
+    asyncio.run(_prepare_template(_pg_url(base, name)))
+    yield name
+    asyncio.run(_pg_admin(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+async def database_url(tmp_path, template_database):
+    base = os.environ.get(PG_ENV)
+    if not base:
+        path = tmp_path / "whistle.db"
+        shutil.copyfile(template_database, path)
+        yield f"sqlite+aiosqlite:///{path}"
+        return
+    name = f"whistle_t_{uuid.uuid4().hex[:12]}"
+    await _pg_admin(base, f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+    yield _pg_url(base, name)
+    await _pg_admin(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pytest
 from sqlalchemy import func, select
 
 from models.tables import Identity, Media, Outbox, Ticket, TicketEvent
@@ -206,3 +207,20 @@ async def count(whistle, model, *where) -> int:
 def group_text(whistle, message: str, **params) -> str:
     """A text as group chats show it now (the zh_Hans catalog is still being translated)."""
     return whistle.i18n.get(None)._(message, **params)
+
+
+# ---- fixtures -----------------------------------------------------------------------------
+
+@pytest.fixture(autouse=True)
+async def quiet_service(whistle, api):
+    """Before the service stops, let the sender finish what it is delivering.
+
+    Whistle.stop() shuts the Telegram application (and its HTTP client) down before it
+    stops the sender, and a send cut off that way can leave an orphaned task that hangs
+    the event loop's close (see test_robustness.py::test_stop_while_sending). Tests that
+    are about something else should not trip over that."""
+    yield
+    try:
+        await api.wait_idle()
+    except AssertionError:
+        pass

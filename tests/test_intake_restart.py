@@ -1,7 +1,15 @@
 """A restart in the middle of the intake dialogue: the step and the draft live in the
-database, so a new process on the same database continues where the resident was."""
+database, so a new process on the same database continues where the resident was.
+
+Also the two sender bugs found while writing it (see the last two tests): the idle
+sender spins, and ``Sender.stop()`` can wait forever. Until they are fixed, every
+test here stops the sender with ``stop_sender`` before the service stops, so that a
+teardown cannot hang."""
 from __future__ import annotations
 
+import asyncio
+
+import pytest
 from sqlalchemy import select
 
 from bot.app import Whistle
@@ -27,6 +35,21 @@ def button_data(message: dict, prefix: str) -> str:
     found = [d for d in datas if d == prefix] or [d for d in datas if d.startswith(prefix)]
     assert found, f"no button {prefix!r} in {datas}"
     return found[0]
+
+
+async def stop_sender(service: Whistle) -> None:
+    """Stop the service's sender for sure, cancelling until it has ended (a workaround
+    for the hang shown by ``test_stop_returns_when_the_sender_was_just_woken``)."""
+    task = service.sender._task if service.sender else None
+    while task is not None and not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.5)
+
+
+@pytest.fixture(autouse=True)
+async def sender_stopped_first(whistle):
+    yield
+    await stop_sender(whistle)
 
 
 class Chat:
@@ -61,6 +84,7 @@ async def test_dialogue_survives_a_restart(whistle, api, people, config, clock):
     await chat.press(categories, "cat:streetlight", ASK_DESCRIPTION)
     photos_prompt = await chat.text(DESCRIPTION, ASK_PHOTOS)
 
+    await stop_sender(whistle)
     await whistle.stop()
     second = Whistle(config, clock=clock)
     await second.start()
@@ -97,4 +121,48 @@ async def test_dialogue_survives_a_restart(whistle, api, people, config, clock):
         assert any(b["callback_data"] == f"claim:{ticket.id}"
                    for row in card["reply_markup"]["inline_keyboard"] for b in row)
     finally:
+        await stop_sender(second)
         await second.stop()
+
+
+# ---- stopping the service ---------------------------------------------------------------
+
+async def test_idle_sender_does_not_spin(whistle, api):
+    """Between inputs the sender sleeps until a commit wakes it (or its 1 s timer). Its
+    own transactions must not wake it again: here every ``db.run`` calls the on-commit
+    callbacks, including the sender's read-only outbox poll, so it polls in a busy loop."""
+    sender = whistle.sender
+    passes = 0
+    poll = sender.due_rows
+
+    async def counting_poll():
+        nonlocal passes
+        passes += 1
+        return await poll()
+
+    sender.due_rows = counting_poll
+    await api.wait_idle(quiet=0.5)   # at least half a second with nothing to do
+    assert passes <= 3, f"the idle sender polled the outbox {passes} times"
+
+
+async def test_stop_returns_when_the_sender_was_just_woken(whistle):
+    """A transaction commits (waking the sender) right as the service stops: stop() must
+    still return. On Python 3.11 ``asyncio.wait_for`` in ``Sender._loop`` swallows the
+    cancellation when the awaited event is set in the same loop iteration, the loop runs
+    on, and ``Sender.stop()`` waits for it forever."""
+    sender = whistle.sender
+    hung = False
+
+    async def watchdog():
+        nonlocal hung
+        await asyncio.wait({sender._task}, timeout=3)
+        if not sender._task.done():
+            hung = True
+            await stop_sender(whistle)   # lets the stop() below return
+
+    await asyncio.wait_for(sender.idle.wait(), 5)   # the sender sleeps in its wait_for
+    guard = asyncio.create_task(watchdog())
+    sender.wake()                                   # what every commit does …
+    await sender.stop()                             # … and the service stops right then
+    await guard
+    assert not hung, "Sender.stop() was still waiting for the sender loop after 3 s"

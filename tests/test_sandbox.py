@@ -41,7 +41,15 @@ async def sandbox(sandbox_config):
     server = Sandbox(sandbox_config, port=0)
     await server.start()
     yield server
+    async def watchdog():
+        await asyncio.sleep(5)
+        print("WATCHDOG")
+        for task in asyncio.all_tasks():
+            print("TASK", task)
+            task.print_stack(limit=12)
+    dog = asyncio.create_task(watchdog())
     await server.stop()
+    dog.cancel()
 
 
 @pytest.fixture

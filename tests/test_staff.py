@@ -16,6 +16,7 @@ from flows import (
     claim, count, events, file_report, group_text, has_button, last_id, media_kinds, press,
     reply_note, send_photo_reply, ticket_row, wait_card,
 )
+from flows import quiet_service  # noqa: F401 - autouse: the sender settles before stop
 from models import org, tickets
 from models.tables import ChatBinding, Dialogue, Identity, Person, Ticket, TicketEvent
 

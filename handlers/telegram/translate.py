@@ -3,6 +3,7 @@ any transaction, so the core only ever sees bytes."""
 from __future__ import annotations
 
 import logging
+import re
 
 from telegram import Message, Update, User
 from telegram.error import TelegramError
@@ -13,6 +14,7 @@ from models.messages import Target
 
 log = logging.getLogger(__name__)
 CHANNEL = "telegram"
+COMMAND = re.compile(r"^/[A-Za-z0-9_]+(@\w+)?(\s|$)")
 
 
 def sender_of(user: User) -> Sender:
@@ -34,7 +36,7 @@ async def message_input(update: Update, context: ContextTypes.DEFAULT_TYPE,
                 reply_to_bot=bool(message.reply_to_message and message.reply_to_message.from_user
                                   and message.reply_to_message.from_user.id == context.bot.id))
     if message.text is not None:
-        if message.text.startswith("/"):
+        if COMMAND.match(message.text):
             head, *args = message.text[1:].split()
             command, _, target_bot = head.partition("@")
             if target_bot and target_bot.lower() != (context.bot.username or "").lower():

@@ -277,6 +277,7 @@ def upgrade() -> None:
     with op.batch_alter_table('timer', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_timer_next_at'), ['next_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_timer_ticket_id'), ['ticket_id'], unique=False)
+        batch_op.create_index('ix_timer_unit_stage', ['unit_id', 'stage'], unique=False)
 
     op.create_table('vote',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -305,6 +306,7 @@ def downgrade() -> None:
 
     op.drop_table('vote')
     with op.batch_alter_table('timer', schema=None) as batch_op:
+        batch_op.drop_index('ix_timer_unit_stage')
         batch_op.drop_index(batch_op.f('ix_timer_ticket_id'))
         batch_op.drop_index(batch_op.f('ix_timer_next_at'))
 
