@@ -96,24 +96,29 @@ class Sender:
         self.limiter = Limiter(config)
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._running = False
         self.idle = asyncio.Event()
 
     def wake(self) -> None:
         self._wake.set()
 
     def start(self) -> None:
+        self._running = True
         self._task = asyncio.create_task(self._loop(), name="whistle-sender")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        """Stop after the send in flight; a wake-up racing with the stop cannot undo it."""
+        self._running = False
+        self._wake.set()
+        if self._task is not None:
+            await asyncio.wait([self._task], timeout=10)
+            if not self._task.done():
+                self._task.cancel()
+                await asyncio.wait([self._task])
+            self._task = None
 
     async def _loop(self) -> None:
-        while True:
+        while self._running:
             self._wake.clear()
             try:
                 sent = await self.flush()

@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 LOCK_RETRIES = 8
+QUEUED = "whistle.outbox"  # session.info flag: this transaction queued messages
 
 
 def make_engine(url: str) -> AsyncEngine:
@@ -61,7 +62,7 @@ class Database:
         return self.engine.dialect.name
 
     def on_commit(self, callback: Callable[[], None]) -> None:
-        """Called after every successful ``run`` (the sender wakes up on it)."""
+        """Called after a ``run`` that queued outgoing messages (the sender wakes up on it)."""
         self._after_commit.append(callback)
 
     async def run(self, action: Callable[[AsyncSession], Awaitable[T]]) -> T:
@@ -71,6 +72,7 @@ class Database:
             try:
                 async with self.sessions() as session, session.begin():
                     result = await action(session)
+                queued = session.info.get(QUEUED, False)
                 break
             except (OperationalError, DBAPIError) as exc:
                 if not is_lock_error(exc) or attempt == LOCK_RETRIES - 1:
@@ -78,8 +80,9 @@ class Database:
                 log.warning("database busy, retrying (%s)", exc.orig)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
-        for callback in self._after_commit:
-            callback()
+        if queued:
+            for callback in self._after_commit:
+                callback()
         return result
 
     async def dispose(self) -> None:

@@ -6,7 +6,6 @@ step accepts only its kind of input; anything else gets a short hint and the
 step is asked again."""
 from __future__ import annotations
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from . import org, tickets

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from .db import QUEUED
 from .tables import Outbox
 
 CALLBACK_LIMIT = 64  # bytes, Telegram's limit for callback data
@@ -87,6 +88,7 @@ def enqueue(session: AsyncSession, target: Target, message: OutMessage, now: dat
         parts.append(OutMessage(text="", location=message.location))
     if message.text:
         parts.append(replace(message, photos=[], location=None))
+    session.info[QUEUED] = True
     for part in parts:
         session.add(Outbox(channel=target.channel, chat_id=str(target.chat_id),
                            payload=part.to_payload(), state="pending", attempts=0,

@@ -1,9 +1,9 @@
 """The whole vertical slice through the real Application and the fake Bot API:
 a resident reports, the grid chat gets the card, the chief claims, notes progress
 and resolves, and the resident is told at each step."""
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from models.tables import Media, Outbox, Ticket, TicketEvent
+from models.tables import Media, Ticket, TicketEvent
 
 
 G01 = (39.93524, 116.40107)

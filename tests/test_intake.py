@@ -7,7 +7,6 @@ speak the default locale (zh_Hans), so for them only structure is checked (ticke
 numbers, callback data such as ``claim:1``)."""
 from __future__ import annotations
 
-import asyncio
 import hashlib
 
 import pytest
@@ -146,17 +145,6 @@ class Resident:
         await self.api.wait_idle()
         new = [m.get("text") for m in self.api.bot_messages(self.id) if m["message_id"] > after]
         assert new == [], f"unexpected messages: {new}"
-
-
-@pytest.fixture(autouse=True)
-async def sender_stopped_first(whistle):
-    """Stop the sender for sure before the service stops: ``Sender.stop()`` can wait
-    forever (shown in test_intake_restart.py), which would hang a teardown at random."""
-    yield
-    task = whistle.sender._task
-    while task is not None and not task.done():
-        task.cancel()
-        await asyncio.wait({task}, timeout=0.5)
 
 
 @pytest.fixture

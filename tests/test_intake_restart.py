@@ -1,15 +1,12 @@
 """A restart in the middle of the intake dialogue: the step and the draft live in the
 database, so a new process on the same database continues where the resident was.
 
-Also the two sender bugs found while writing it (see the last two tests): the idle
-sender spins, and ``Sender.stop()`` can wait forever. Until they are fixed, every
-test here stops the sender with ``stop_sender`` before the service stops, so that a
-teardown cannot hang."""
+Also two sender bugs found while writing it (see the last two tests): an idle
+sender must not spin, and ``Sender.stop()`` must return even when a wake-up races it."""
 from __future__ import annotations
 
 import asyncio
 
-import pytest
 from sqlalchemy import select
 
 from bot.app import Whistle
@@ -38,18 +35,11 @@ def button_data(message: dict, prefix: str) -> str:
 
 
 async def stop_sender(service: Whistle) -> None:
-    """Stop the service's sender for sure, cancelling until it has ended (a workaround
-    for the hang shown by ``test_stop_returns_when_the_sender_was_just_woken``)."""
+    """Cancel the sender until it has ended: the watchdog's way out if stop() hangs."""
     task = service.sender._task if service.sender else None
     while task is not None and not task.done():
         task.cancel()
         await asyncio.wait({task}, timeout=0.5)
-
-
-@pytest.fixture(autouse=True)
-async def sender_stopped_first(whistle):
-    yield
-    await stop_sender(whistle)
 
 
 class Chat:
@@ -84,7 +74,6 @@ async def test_dialogue_survives_a_restart(whistle, api, people, config, clock):
     await chat.press(categories, "cat:streetlight", ASK_DESCRIPTION)
     photos_prompt = await chat.text(DESCRIPTION, ASK_PHOTOS)
 
-    await stop_sender(whistle)
     await whistle.stop()
     second = Whistle(config, clock=clock)
     await second.start()
@@ -121,7 +110,6 @@ async def test_dialogue_survives_a_restart(whistle, api, people, config, clock):
         assert any(b["callback_data"] == f"claim:{ticket.id}"
                    for row in card["reply_markup"]["inline_keyboard"] for b in row)
     finally:
-        await stop_sender(second)
         await second.stop()
 
 
@@ -130,7 +118,7 @@ async def test_dialogue_survives_a_restart(whistle, api, people, config, clock):
 async def test_idle_sender_does_not_spin(whistle, api):
     """Between inputs the sender sleeps until a commit wakes it (or its 1 s timer). Its
     own transactions must not wake it again: here every ``db.run`` calls the on-commit
-    callbacks, including the sender's read-only outbox poll, so it polls in a busy loop."""
+    callbacks, including the sender's read-only outbox poll, so it polled in a busy loop."""
     sender = whistle.sender
     passes = 0
     poll = sender.due_rows
@@ -151,12 +139,13 @@ async def test_stop_returns_when_the_sender_was_just_woken(whistle):
     cancellation when the awaited event is set in the same loop iteration, the loop runs
     on, and ``Sender.stop()`` waits for it forever."""
     sender = whistle.sender
+    task = sender._task
     hung = False
 
     async def watchdog():
         nonlocal hung
-        await asyncio.wait({sender._task}, timeout=3)
-        if not sender._task.done():
+        await asyncio.wait({task}, timeout=3)
+        if not task.done():
             hung = True
             await stop_sender(whistle)   # lets the stop() below return
 
