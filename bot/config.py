@@ -108,6 +108,19 @@ class Schedule(Strict):
     command_centre_unit: str | None = None  # unit code; default: the district
 
 
+class NearbyConfig(Strict):
+    """"Me too": open reports of the same category offered before filing a new one."""
+
+    radius_m: float = Field(250, gt=0, le=5000)
+    days: int = Field(30, ge=1)
+    limit: int = Field(5, ge=1, le=8)
+
+
+class PrivacyConfig(Strict):
+    photo_max_side: int = Field(2048, ge=256)  # photos are scaled down to this long side
+    photo_retention_days: int = Field(0, ge=0)  # delete photos of closed tickets after N days; 0 = keep
+
+
 class Category(Strict):
     code: str = Field(pattern=r"^[a-z0-9_-]{1,24}$")
     name: str
@@ -130,6 +143,8 @@ class Config(Strict):
     deadlines: Deadlines = Deadlines()
     calendar: CalendarConfig = CalendarConfig()
     schedule: Schedule = Schedule()
+    nearby: NearbyConfig = NearbyConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
     categories: list[Category] = Field(min_length=1)
 
     @field_validator("timezone")

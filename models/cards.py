@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import org
+from . import follow, org
 from .context import Core
 from .i18n import N_, Translator
 from .lifecycle import STATE_LABELS, WAITING, WORKING, State
@@ -43,6 +43,11 @@ EVENT_LABELS = {
     "asked": N_("question to the resident"),
     "answered": N_("the resident answered"),
     "rated": N_("department rated"),
+    "followed": N_("another resident reported it too"),
+    "comment": N_("more information from a resident"),
+    "merged": N_("a duplicate was merged into it"),
+    "closed_duplicate": N_("closed as a duplicate"),
+    "closed_not_fixed": N_("closed, not fixed"),
 }
 REPORT_BUTTON = N_("📝 Report a problem")
 
@@ -104,6 +109,14 @@ async def card_text(session: AsyncSession, core: Core, ticket: Ticket, t: Transl
                          time=core.local(ticket.resolve_due_at).strftime("%m-%d %H:%M")))
     if ticket.waiting_since is not None:
         lines.append(t._("💬 Waiting for the resident's answer (deadlines paused)"))
+    if ticket.followers:
+        lines.append(t.n_("👥 Also reported by {n} resident", "👥 Also reported by {n} residents",
+                          ticket.followers))
+    if ticket.state == State.CLOSED_DUPLICATE and ticket.duplicate_of_id:
+        original = await session.get(Ticket, ticket.duplicate_of_id)
+        lines.append(t._("🔗 Duplicate of #{number}", number=original.number))
+    if ticket.close_note and ticket.state == State.CLOSED_NOT_FIXED:
+        lines.append(t._("🚫 Closed: {reason}", reason=ticket.close_note))
     if ticket.reopens:
         lines.append(t.n_("🔁 Reopened {n} time", "🔁 Reopened {n} times", ticket.reopens))
     if ticket.resolution_note and ticket.state in (State.RESOLVED, State.CLOSED):
@@ -119,8 +132,10 @@ def card_buttons(ticket: Ticket, t: Translator, holder: Unit | None) -> list[lis
     triage = [Button(t._("Order type…"), "type", tid)]
     if upper:
         triage.append(Button(t._("Whistle to departments…"), "whistle", tid))
+    closing = [Button(t._("Duplicate…"), "dup", tid), Button(t._("Close…"), "close", tid)]
     if state in WAITING:
-        return [[Button(t._("Claim"), "claim", tid), Button(t._("Return"), "return", tid)], triage]
+        return [[Button(t._("Claim"), "claim", tid), Button(t._("Return"), "return", tid)], triage,
+                closing]
     if state in WORKING:
         row = [Button(t._("Progress"), "progress", tid), Button(t._("Resolve"), "resolve", tid)]
         if holder is not None and holder.kind in ("grid", "community"):
@@ -130,9 +145,9 @@ def card_buttons(ticket: Ticket, t: Translator, holder: Unit | None) -> list[lis
             extra.append(Button(t._("On site"), "onsite", tid))
         if ticket.waiting_since is None:
             extra.append(Button(t._("Ask the resident"), "ask", tid))
-        return [row, extra + triage]
+        return [row, extra + triage, closing]
     if state in (State.REPORTED, State.RETURNED):
-        return [[Button(t._("Route to a grid…"), "route", tid)], triage[:1]]
+        return [[Button(t._("Route to a grid…"), "route", tid)], triage[:1], closing]
     return []
 
 
@@ -164,8 +179,16 @@ async def _reporter_translator(session: AsyncSession, core: Core, person: Person
 async def notify_reporter(session: AsyncSession, core: Core, ticket: Ticket, event: str,
                           actor: Person | None = None, note: str | None = None,
                           photo: int | None = None) -> None:
-    """Tell the reporter, in their own language, what just happened to their report."""
-    reporter = await session.get(Person, ticket.reporter_id)
+    """Tell the reporter and the followers, each in their own language, what just
+    happened to the report ("created" goes to the reporter only)."""
+    people = [ticket.reporter_id] if event == "created" else await follow.audience(session, ticket)
+    for person_id in people:
+        await _notify_one(session, core, ticket, event, person_id, actor, note, photo)
+
+
+async def _notify_one(session, core: Core, ticket: Ticket, event: str, person_id: int,
+                      actor: Person | None, note: str | None, photo: int | None) -> None:
+    reporter = await session.get(Person, person_id)
     for target, identity in await private_targets(session, reporter.id):
         t = await _reporter_translator(session, core, reporter, identity)
         who = await role_label(session, t, actor, ticket.unit_id) if actor else ""
@@ -188,6 +211,12 @@ async def notify_reporter(session: AsyncSession, core: Core, ticket: Ticket, eve
                                     number=ticket.number),
             "escalated": lambda: t._("⬆️ Your report {number} was passed up to {unit}.",
                                      number=ticket.number, unit=unit_name(holder, t)),
+            "merged": lambda: t._("🔗 Report {old} is the same problem as {number}; you now "
+                                  "follow {number}.", old=note, number=ticket.number),
+            "closed_not_fixed": lambda: t._("Report {number} was closed without a fix — {reason}",
+                                            number=ticket.number, reason=note),
+            "comment": lambda: t._("💬 Another resident added to {number}: {note}",
+                                   number=ticket.number, note=note),
             "asked": lambda: t._("❓ {who} asks about your report {number}: {note}\n"
                                  "Please answer with your next message.",
                                  number=ticket.number, who=who, note=note),
@@ -210,7 +239,8 @@ async def timeline_text(session: AsyncSession, core: Core, ticket: Ticket, t: Tr
         if ev.actor_id and ev.actor_id != ticket.reporter_id:
             actor = await session.get(Person, ev.actor_id)
             line += f" — {await role_label(session, t, actor, ticket.unit_id)}"
-        if ev.note and ev.kind in ("progress", "resolved", "asked", "answered"):
+        if ev.note and ev.kind in ("progress", "resolved", "asked", "answered", "comment",
+                                   "closed_not_fixed"):
             line += f": {ev.note}"
         lines.append(line)
     return "\n".join(lines)

@@ -5,12 +5,14 @@ bot's prompt, because with group privacy mode a bot only sees replies to itself
 and commands; the staff member may also send the note in a private chat."""
 from __future__ import annotations
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from . import org, tickets
 from .context import Core
 from .cards import ORDER_LABELS
 from .dialogue import load, store_photo
+from .photos import PhotoError
 from .i18n import N_, Translator
 from .inputs import Input, Reply
 from .lifecycle import STATE_LABELS, Action, State, TransitionError, sources
@@ -19,7 +21,8 @@ from .people import private_targets
 from .tables import Person, Ticket, Unit
 
 NOTE_ACTIONS = {"progress": Action.PROGRESS, "resolve": Action.RESOLVE,
-                "return": Action.RETURN, "escalate": Action.ESCALATE, "ask": Action.PROGRESS}
+                "return": Action.RETURN, "escalate": Action.ESCALATE, "ask": Action.PROGRESS,
+                "dup": Action.CLOSE_DUPLICATE, "close": Action.CLOSE_NOT_FIXED}
 NOTE_PROMPTS = {
     "progress": N_("{name}, reply to this message with a progress note for #{number}."),
     "resolve": N_("{name}, reply to this message with the resolution of #{number} "
@@ -28,9 +31,15 @@ NOTE_PROMPTS = {
     "escalate": N_("{name}, reply to this message with the reason for escalating #{number}."),
     "ask": N_("{name}, reply to this message with your question to the resident about "
               "#{number}. Deadlines pause until they answer."),
+    "dup": N_("{name}, reply to this message with the number of the ticket that #{number} "
+              "duplicates."),
+    "close": N_("{name}, reply to this message with the reason for closing #{number}; the "
+                "resident will see it."),
 }
+CLOSE_LABELS = {"not_fixable": N_("Cannot be fixed"), "not_ours": N_("Not our responsibility"),
+                "referred": N_("Referred elsewhere")}
 STAFF_ACTIONS = {"claim", "return", "progress", "resolve", "escalate", "ask", "onsite", "type",
-                 "ty", "route", "rc", "rg"}
+                 "ty", "route", "rc", "rg", "dup", "close", "cr"}
 ORDER_TYPES = ("emergency", "routine", "key")
 
 
@@ -50,8 +59,12 @@ async def on_button(session: AsyncSession, core: Core, person: Person, t: Transl
             await tickets.claim(session, core, person, ticket)
             await _share_contact(session, core, person, ticket)
             return Reply(alert=t._("You claimed #{number}.", number=ticket.number))
+        if inp.action == "close":
+            return await _close_menu(session, core, person, t, ticket, inp.chat)
+        if inp.action == "cr" and extra in CLOSE_LABELS:
+            return await _ask_note(session, core, person, t, ticket, inp, "close", reason=extra)
         if inp.action in NOTE_ACTIONS:
-            return await _ask_note(session, core, person, t, ticket, inp)
+            return await _ask_note(session, core, person, t, ticket, inp, inp.action)
         if inp.action == "onsite":
             await tickets.mark_onsite(session, core, person, ticket)
             return Reply(alert=t._("On site at #{number} recorded.", number=ticket.number))
@@ -92,8 +105,7 @@ async def _allowed(session, person: Person, ticket: Ticket, action: str) -> bool
 
 
 async def _ask_note(session, core: Core, person: Person, t: Translator, ticket: Ticket,
-                    inp: Input) -> Reply:
-    action = inp.action
+                    inp: Input, action: str, **extra) -> Reply:
     if ticket.state not in sources(NOTE_ACTIONS[action]):
         return Reply(alert=t._("This button is no longer active."))
     if not await _allowed(session, person, ticket, action):
@@ -104,7 +116,7 @@ async def _ask_note(session, core: Core, person: Person, t: Translator, ticket: 
         if unit.kind not in ("grid", "community"):
             return Reply(alert=t._("This ticket is already at the top level."), show_alert=True)
     row = await load(session, core, person, inp.sender.channel)
-    row.pending = {"action": action, "ticket": ticket.id, "chat": inp.chat.chat_id}
+    row.pending = {"action": action, "ticket": ticket.id, "chat": inp.chat.chat_id, **extra}
     row.updated_at = core.now()
     group_t = core.i18n.get(None) if not inp.private else t
     enqueue(session, inp.chat, OutMessage(
@@ -125,7 +137,11 @@ async def on_note(session: AsyncSession, core: Core, person: Person, t: Translat
         if inp.photo.data is None or inp.photo.size > core.config.intake.max_photo_bytes:
             _say(session, core, inp.chat, t._("That photo is too large; please send a smaller one."))
             return
-        media = await store_photo(session, core, person, inp, "proof")
+        try:
+            media = await store_photo(session, core, person, inp, "proof")
+        except PhotoError:
+            _say(session, core, inp.chat, t._("That file is not a photo I can read."))
+            return
         row.pending = {**pending, "photo": media.id}
         if not (inp.text or "").strip():
             _say(session, core, inp.chat, t._("Photo received. Now send the resolution note."))
@@ -151,6 +167,18 @@ async def on_note(session: AsyncSession, core: Core, person: Person, t: Translat
             await tickets.escalate(session, core, person, ticket, note)
         elif action == "ask":
             await tickets.ask_resident(session, core, person, ticket, note)
+        elif action == "dup":
+            original = await session.scalar(select(Ticket).where(
+                Ticket.number == note.lstrip("#").strip()))
+            if original is None:
+                row.pending = pending  # keep asking
+                _say(session, core, inp.chat, t._("No ticket {number}. Reply with a ticket number "
+                                                  "such as 20261122-0007 (or /cancel).",
+                                                  number=note[:30]))
+                return
+            await tickets.close_duplicate(session, core, person, ticket, original)
+        elif action == "close":
+            await tickets.close_not_fixed(session, core, person, ticket, pending["reason"], note)
     except (TransitionError, tickets.Denied):
         _say(session, core, inp.chat, t._("#{number} has changed meanwhile ({state}); nothing "
                                           "was recorded.", number=ticket.number,
@@ -161,6 +189,20 @@ async def on_note(session: AsyncSession, core: Core, person: Person, t: Translat
 
 def _say(session, core: Core, chat: Target, text: str) -> None:
     enqueue(session, chat, OutMessage(text=text), core.now())
+
+
+async def _close_menu(session, core: Core, person: Person, t: Translator, ticket: Ticket,
+                      chat: Target) -> Reply:
+    if not await org.has_role_at_or_above(session, person.id, ticket.unit_id):
+        return Reply(alert=t._("Only staff of this unit or above can close this ticket."),
+                     show_alert=True)
+    group_t = core.i18n.get(None)
+    buttons = [[Button(group_t._(label), "cr", f"{ticket.id}.{kind}")]
+               for kind, label in CLOSE_LABELS.items()]
+    enqueue(session, chat, OutMessage(text=group_t._("Close #{number} without a fix, because:",
+                                                     number=ticket.number), buttons=buttons),
+            core.now())
+    return Reply()
 
 
 async def _type_menu(session, core: Core, person: Person, t: Translator, ticket: Ticket,

@@ -6,20 +6,23 @@ step accepts only its kind of input; anything else gets a short hint and the
 step is asked again."""
 from __future__ import annotations
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import org, tickets
+from . import nearby, org, tickets
+from .photos import PhotoError, clean as clean_photo
 from .cards import category_name, main_keyboard, unit_name
 from .context import Core
 from .i18n import Translator
 from .inputs import Input, Reply
 from .messages import Button, KeyButton, OutMessage, Target, enqueue
 from .people import load_dialogue
-from .tables import Dialogue, Media, Person, Unit
+from .lifecycle import STATE_LABELS, State
+from .tables import Dialogue, Media, Person, Ticket, Unit
 
-STEPS = ("category", "description", "photos", "location", "contact", "confirm")
+STEPS = ("category", "description", "photos", "location", "nearby", "contact", "confirm")
 EDITABLE = ("category", "description", "photos", "location", "contact")
-DIALOGUE_ACTIONS = {"cat", "ph", "lc", "lg", "lb", "cf", "ed", "ef", "cx"}
+DIALOGUE_ACTIONS = {"cat", "ph", "lc", "lg", "lb", "lx", "cf", "ed", "ef", "cx", "mt", "mn"}
 
 
 class Intake:
@@ -47,11 +50,29 @@ class Intake:
         self.row.updated_at = self.core.now()
 
     async def advance(self) -> None:
-        if self.draft.get("editing") or self.row.step == "contact":
+        step = self.row.step
+        if step == "location" and await self.candidates():
+            self.goto("nearby")  # even when editing: the new place may already be reported
+        elif self.draft.get("editing") or step == "contact":
             self.goto("confirm")
+        elif step == "location":
+            self.goto("contact")
         else:
-            self.goto(STEPS[STEPS.index(self.row.step) + 1])
+            self.goto(STEPS[STEPS.index(step) + 1])
         await self.prompt()
+
+    async def candidates(self) -> list:
+        """Open reports of the same category near the chosen place ("me too")."""
+        d, cfg, now = self.draft, self.core.config.nearby, self.core.now()
+        if not d.get("category"):
+            return []
+        if d.get("location"):
+            return await nearby.nearby(self.session, d["category"], d["location"][0],
+                                       d["location"][1], now, cfg.radius_m, cfg.days, cfg.limit)
+        if d.get("grid_id"):
+            return await nearby.in_grid(self.session, d["category"], d["grid_id"], now, cfg.days,
+                                        cfg.limit)
+        return []
 
     # -- entering and leaving ------------------------------------------------------------
 
@@ -92,6 +113,11 @@ class Intake:
                          "below, or type the address."),
                      keyboard=[[KeyButton(t._("📍 Send my location"), "location")]])
             self.say(t._("Communities:"), buttons=await self.community_buttons())
+            if self.draft.get("gps"):
+                self.say(t._("Your photo carries a location. Use it as the place of the problem?"),
+                         buttons=[[Button(t._("📷 Use the photo's location"), "lx")]])
+        elif step == "nearby":
+            await self.prompt_nearby()
         elif step == "contact":
             self.say(t._("Can the grid contact you? Share your phone number, or stay anonymous. "
                          "Your number is shown only to the person who handles the report."),
@@ -103,6 +129,28 @@ class Intake:
             self.say(await self.summary(), buttons=[[
                 Button(t._("✅ Confirm"), "cf"), Button(t._("✏️ Edit"), "ed"),
                 Button(t._("❌ Cancel"), "cx")]])
+
+    async def prompt_nearby(self) -> None:
+        t, now = self.t, self.core.now()
+        found = await self.candidates()
+        photos = []
+        lines = [t._("These reports nearby may be the same problem. If one of them is, press "
+                     "“That's it — me too” and follow it instead of filing a new report:")]
+        buttons = []
+        for n, (ticket, distance) in enumerate(found, 1):
+            first = await self.session.scalar(select(Media.id).where(
+                Media.ticket_id == ticket.id, Media.kind == "report").order_by(Media.id).limit(1))
+            if first is not None:
+                photos.append(first)
+            age = max(0, (now - ticket.created_at).days)
+            where = t._("{m} m away", m=round(distance)) if distance is not None else t._("same grid")
+            lines.append(t._("{n}. #{number} — {text} — {where}, {age} days ago, {status}",
+                             n=n, number=ticket.number, text=ticket.description[:60], where=where,
+                             age=age, status=t._(STATE_LABELS[State(ticket.state)])))
+            buttons.append([Button(t._("{n}. That's it — me too", n=n), "mt", str(ticket.id))])
+        buttons.append([Button(t._("No, it's a new problem"), "mn")])
+        enqueue(self.session, self.chat, OutMessage(text="\n".join(lines), photos=photos[:10],
+                                                    buttons=buttons), now)
 
     async def community_buttons(self) -> list[list[Button]]:
         communities = await org.units_of_kind(self.session, "community")
@@ -182,9 +230,15 @@ class Intake:
                          "Please send a smaller one.",
                          size=round(inp.photo.size / 1e6, 1), max=round(limits.max_photo_bytes / 1e6, 1)))
             return
-        media = await store_photo(self.session, self.core, self.person, inp, "report")
+        try:
+            media = await store_photo(self.session, self.core, self.person, inp, "report")
+        except PhotoError:
+            self.say(t._("That file is not a photo I can read. Please send a photo."))
+            return
         photos = [*self.draft.get("photos", []), media.id]
         self.update(photos=photos)
+        if media.gps and not self.draft.get("gps"):
+            self.update(gps=list(media.gps))
         if len(photos) >= limits.max_photos:
             await self.advance()
         else:
@@ -234,6 +288,11 @@ class Intake:
                          "first name only, or stay anonymous."))
             await self.prompt()
 
+    async def on_nearby(self, inp: Input) -> None:
+        self.say(self.t._("Please choose one of the reports above, or press “No, it's a new "
+                          "problem”."))
+        await self.prompt()
+
     async def on_confirm(self, inp: Input) -> None:
         self.say(self.t._("Please press Confirm, Edit or Cancel."))
         await self.prompt()
@@ -243,7 +302,7 @@ class Intake:
         action, arg, step, t = inp.action, inp.arg, self.row.step, self.t
         expected = {"cat": "category", "ph": "photos", "lc": "location", "lg": "location",
                     "lb": "location", "cf": "confirm", "ed": "confirm", "ef": "confirm",
-                    "cx": "confirm"}
+                    "cx": "confirm", "mt": "nearby", "mn": "nearby", "lx": "location"}
         if step != expected.get(action):
             return Reply(alert=t._("This button is no longer active."))
         if action == "cat":
@@ -261,6 +320,11 @@ class Intake:
             rows = [buttons[i:i + 2] for i in range(0, len(buttons), 2)]
             rows.append([Button(t._("« Back"), "lb")])
             self.say(t._("Choose the grid:"), buttons=rows)
+        elif action == "lx":
+            if not self.draft.get("gps"):
+                return Reply(alert=t._("This button is no longer active."))
+            self.update(location=list(self.draft["gps"]), grid_id=None, address=None)
+            await self.advance()
         elif action == "lb":
             self.say(t._("Communities:"), buttons=await self.community_buttons())
         elif action == "lg":
@@ -269,6 +333,23 @@ class Intake:
                 return Reply(alert=t._("This button is no longer active."))
             self.update(grid_id=grid.id, location=None, address=None)
             await self.advance()
+        elif action == "mn":
+            self.goto("confirm" if self.draft.get("editing") else "contact")
+            await self.prompt()
+        elif action == "mt":
+            ticket = await self.session.get(Ticket, int(arg)) if arg.isdigit() else None
+            if ticket is None or ticket.id not in [c.id for c, _ in await self.candidates()]:
+                return Reply(alert=t._("This button is no longer active."))
+            draft = dict(self.draft)
+            self.row.draft = {}
+            self.goto(None)
+            if await tickets.me_too(self.session, self.core, self.person, ticket, draft):
+                self.say(t._("👍 You now follow #{number}. You will be told of every change and "
+                             "asked for your vote at the end.", number=ticket.number),
+                         keyboard=main_keyboard(t))
+            else:
+                self.say(t._("You already follow #{number}.", number=ticket.number),
+                         keyboard=main_keyboard(t))
         elif action == "cx":
             await self.cancel()
         elif action == "ed":
@@ -297,10 +378,13 @@ async def load(session: AsyncSession, core: Core, person: Person, channel: str) 
 
 async def store_photo(session: AsyncSession, core: Core, person: Person, inp: Input,
                       kind: str) -> Media:
-    path, digest = core.media.save(inp.photo.data)
-    media = Media(owner_id=person.id, kind=kind, path=path, sha256=digest, size=len(inp.photo.data),
-                  telegram_file_id=inp.photo.channel_file_id if inp.sender.channel == "telegram"
-                  else None, created_at=core.now())
+    """Clean (metadata stripped, size limited) and store a photo; raises PhotoError.
+    The channel's file id is not kept: it would still carry the original's metadata."""
+    data, gps = clean_photo(inp.photo.data, core.config.privacy.photo_max_side)
+    path, digest = core.media.save(data)
+    media = Media(owner_id=person.id, kind=kind, path=path, sha256=digest, size=len(data),
+                  telegram_file_id=None, created_at=core.now())
+    media.gps = gps  # not a column: for the caller to offer as the location
     session.add(media)
     await session.flush()
     return media

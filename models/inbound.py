@@ -8,13 +8,14 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import desk, org, people, tickets, votes, whistle
-from .cards import REPORT_BUTTON, main_keyboard, timeline_text
+from . import desk, follow, org, people, privacy, tickets, votes, whistle
+from .cards import REPORT_BUTTON, category_name, main_keyboard, timeline_text, unit_name
 from .context import Core
 from .dialogue import DIALOGUE_ACTIONS, load, open_intake, store_photo
+from .photos import PhotoError
 from .i18n import LOCALES, Translator
 from .inputs import Input, Reply
-from .lifecycle import STATE_LABELS, State
+from .lifecycle import OPEN, STATE_LABELS, State, TransitionError
 from .messages import Button, OutMessage, enqueue
 from .tables import ChatBinding, Person, Role, Ticket, Unit
 
@@ -29,7 +30,11 @@ async def answer(session, core: Core, person: Person, t: Translator, inp: Input,
     text = (inp.text or "").strip()
     media_id = None
     if inp.kind == "photo" and inp.photo.data is not None:
-        media_id = (await store_photo(session, core, person, inp, "report")).id
+        try:
+            media_id = (await store_photo(session, core, person, inp, "report")).id
+        except PhotoError:
+            say(session, core, inp, t._("That file is not a photo I can read."))
+            return
     elif inp.kind != "text" or not text:
         say(session, core, inp, t._("Please answer the question with a text message or a photo."))
         return
@@ -39,9 +44,35 @@ async def answer(session, core: Core, person: Person, t: Translator, inp: Input,
     say(session, core, inp, t._("Thank you, your answer was passed on."))
 
 
+async def more_info(session, core: Core, person: Person, t: Translator, inp: Input,
+                    pending: dict) -> None:
+    """A reporter's or follower's comment or photo on an open ticket."""
+    row = await load(session, core, person, inp.sender.channel)
+    ticket = await session.get(Ticket, pending["ticket"])
+    text = (inp.text or "").strip()
+    media_id = None
+    if inp.kind == "photo" and inp.photo.data is not None:
+        try:
+            media_id = (await store_photo(session, core, person, inp, "report")).id
+        except PhotoError:
+            say(session, core, inp, t._("That file is not a photo I can read."))
+            return
+    elif inp.kind != "text" or not text:
+        say(session, core, inp, t._("Please send a text or a photo (or /cancel)."))
+        return
+    row.pending = None
+    try:
+        await tickets.add_info(session, core, person, ticket, text[:core.config.intake.max_note],
+                               media_id)
+    except TransitionError:
+        say(session, core, inp, t._("#{number} is closed; nothing was added.", number=ticket.number))
+        return
+    say(session, core, inp, t._("Added to #{number}. Thank you!", number=ticket.number))
+
+
 NOTE_TAKERS = {**{action: desk.on_note for action in desk.NOTE_ACTIONS},
                "answer": answer, "vote_comment": votes.comment,
-               "rating_comment": whistle.rating_comment}
+               "rating_comment": whistle.rating_comment, "addinfo": more_info}
 LANGUAGE_NAMES = {"zh_Hans": "简体中文", "en": "English"}
 
 
@@ -96,13 +127,22 @@ async def on_command(session: AsyncSession, core: Core, person: Person, t: Trans
         await cancel(session, core, person, t, inp)
     elif command == "my":
         await list_mine(session, core, person, t, inp)
+    elif command == "status":
+        await status(session, core, t, inp)
+    elif command == "forget":
+        say(session, core, inp, t._("/forget erases your name, phone number and chat identity "
+                                    "from Whistle. Your reports stay, without your personal "
+                                    "data, and you will no longer be told about them. Continue?"),
+            buttons=[[Button(t._("Erase my data"), "fg", "yes"), Button(t._("Keep"), "fg", "no")]])
     elif command == "lang":
         say(session, core, inp, t._("Choose your language:"), buttons=[[
             Button(name, "lang", code) for code, name in LANGUAGE_NAMES.items()]])
     elif command == "help":
         say(session, core, inp, t._("/start or “📝 Report a problem”: report a problem\n"
                                     "/my: your reports and their progress\n"
-                                    "/lang: change the language\n/cancel: stop what you are doing"),
+                                    "/status NUMBER: look a report up\n"
+                                    "/lang: change the language\n/cancel: stop what you are doing\n"
+                                    "/forget: erase your personal data"),
             keyboard=main_keyboard(t))
     else:
         say(session, core, inp, t._("I don't know that command. Try /help."))
@@ -134,11 +174,18 @@ async def on_button(session: AsyncSession, core: Core, person: Person, t: Transl
         return await votes.on_button(session, core, person, t, inp)
     if inp.action in whistle.WHISTLE_ACTIONS:
         return await whistle.on_button(session, core, person, t, inp)
-    if inp.action == "my" and inp.arg.isdigit():
+    if inp.action in ("my", "ad", "uf") and inp.arg.isdigit():
         ticket = await session.get(Ticket, int(inp.arg))
-        if ticket is None or ticket.reporter_id != person.id:
+        if ticket is None or person.id not in await follow.audience(session, ticket):
             return stale
-        say(session, core, inp, await timeline_text(session, core, ticket, t))
+        return await my_ticket(session, core, person, t, inp, ticket)
+    if inp.action == "fg" and inp.private:
+        if inp.arg == "yes":
+            await privacy.forget(session, core, person)
+            say(session, core, inp, t._("Your personal data has been erased. Goodbye."),
+                remove_keyboard=True)
+        else:
+            say(session, core, inp, t._("Nothing was erased."))
         return Reply()
     if inp.action == "lang" and inp.arg in LOCALES:
         person.locale = inp.arg
@@ -151,9 +198,54 @@ async def on_button(session: AsyncSession, core: Core, person: Person, t: Transl
     return stale
 
 
+async def my_ticket(session, core: Core, person: Person, t: Translator, inp: Input,
+                    ticket: Ticket) -> Reply:
+    """One of the resident's tickets: its timeline, and adding to it or stopping to follow."""
+    is_open = ticket.state in [s.value for s in OPEN]
+    if inp.action == "ad":
+        if not is_open:
+            return Reply(alert=t._("#{number} is closed.", number=ticket.number))
+        row = await load(session, core, person, inp.sender.channel)
+        row.pending = {"action": "addinfo", "ticket": ticket.id}
+        say(session, core, inp, t._("Send a comment or a photo for #{number} (or /cancel).",
+                                    number=ticket.number), force_reply=True)
+        return Reply()
+    if inp.action == "uf":
+        await follow.unfollow(session, ticket, person.id)
+        say(session, core, inp, t._("You no longer follow #{number}.", number=ticket.number))
+        return Reply()
+    buttons = []
+    if is_open:
+        buttons.append(Button(t._("➕ Add a comment or photo"), "ad", str(ticket.id)))
+    if ticket.reporter_id != person.id:
+        buttons.append(Button(t._("🔕 Stop following"), "uf", str(ticket.id)))
+    say(session, core, inp, await timeline_text(session, core, ticket, t),
+        buttons=[buttons] if buttons else [])
+    return Reply()
+
+
+async def status(session, core: Core, t: Translator, inp: Input) -> None:
+    """/status 20261122-0007: public facts only, never who reported it."""
+    number = (inp.args[0] if inp.args else "").lstrip("#")
+    ticket = await session.scalar(select(Ticket).where(Ticket.number == number)) if number else None
+    if ticket is None:
+        say(session, core, inp, t._("No report with that number. Usage: /status 20261122-0007"))
+        return
+    grid = await session.get(Unit, ticket.grid_id) if ticket.grid_id else None
+    say(session, core, inp, "\n".join([
+        f"#{ticket.number} · {category_name(core, ticket.category, t)}",
+        t._("📌 Status: {status}", status=t._(STATE_LABELS[State(ticket.state)])),
+        t._("📍 Grid: {grid}", grid=unit_name(grid, t)),
+        t._("🕒 Reported: {time}", time=core.local(ticket.created_at).strftime("%Y-%m-%d %H:%M")),
+        t._("Last change: {time}", time=core.local(ticket.updated_at).strftime("%Y-%m-%d %H:%M")),
+    ]))
+
+
 async def list_mine(session, core: Core, person: Person, t: Translator, inp: Input) -> None:
-    rows = list(await session.scalars(select(Ticket).where(Ticket.reporter_id == person.id)
-                                      .order_by(Ticket.id.desc()).limit(10)))
+    followed = await follow.followed_by(session, person.id)
+    rows = list(await session.scalars(select(Ticket).where(
+        (Ticket.reporter_id == person.id) | Ticket.id.in_(followed))
+        .order_by(Ticket.id.desc()).limit(10)))
     if not rows:
         say(session, core, inp, t._("You have no reports yet."), keyboard=main_keyboard(t))
         return

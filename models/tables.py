@@ -56,6 +56,7 @@ class Person(Base):
     phone: Mapped[str | None] = mapped_column(String(32))
     locale: Mapped[str | None] = mapped_column(String(16))  # set by /lang
     created_at: Mapped[datetime]
+    forgotten_at: Mapped[datetime | None]  # /forget: personal data erased
 
 
 class Identity(Base):
@@ -93,7 +94,8 @@ class ChatBinding(Base):
 
 class Ticket(Base):
     __tablename__ = "ticket"
-    __table_args__ = (Index("ix_ticket_state_unit", "state", "unit_id"),)
+    __table_args__ = (Index("ix_ticket_state_unit", "state", "unit_id"),
+                      Index("ix_ticket_category_lat", "category", "lat"))
     id: Mapped[int] = mapped_column(primary_key=True)
     number: Mapped[str] = mapped_column(String(20), unique=True)
     category: Mapped[str] = mapped_column(String(64), index=True)
@@ -127,6 +129,22 @@ class Ticket(Base):
     waiting_since: Mapped[datetime | None]  # waiting on the resident: timers paused
     unrated: Mapped[bool] = mapped_column(Boolean, default=False)
     whistler_unit_id: Mapped[int | None] = mapped_column(ForeignKey("unit.id"))
+    followers: Mapped[int] = mapped_column(Integer, default=0)  # "also reported by N residents"
+    duplicate_of_id: Mapped[int | None] = mapped_column(ForeignKey("ticket.id"))
+    close_reason: Mapped[str | None] = mapped_column(String(16))  # not_fixable | not_ours | referred
+    close_note: Mapped[str | None] = mapped_column(Text)
+
+
+class Follower(Base):
+    """A resident who follows a ticket ("me too", or moved from a duplicate): told of
+    every change and asked for their own vote."""
+
+    __tablename__ = "follower"
+    __table_args__ = (UniqueConstraint("ticket_id", "person_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"), index=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("person.id"), index=True)
+    created_at: Mapped[datetime]
 
 
 class Timer(Base):

@@ -9,10 +9,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import deadlines, org, votes, whistle
+from . import cards, deadlines, follow, org, votes, whistle
 from .cards import card_message, notify_reporter, role_label
 from .context import Core
-from .lifecycle import LEVELS, OPEN, STATE_LABELS, Action, State, TransitionError, check, sources
+from .lifecycle import FINAL, LEVELS, OPEN, STATE_LABELS, Action, State, TransitionError, check, sources
 from .messages import OutMessage, Target, enqueue
 from .people import load_dialogue, private_targets
 from .tables import Media, MessageRef, Person, Ticket, TicketCounter, TicketEvent, Unit
@@ -368,6 +368,90 @@ async def notify_whistler(session, core: Core, ticket: Ticket, actor: Person, no
         enqueue(session, Target(chat.channel, chat.chat_id), OutMessage(text=t._(
             "📣 {unit} on #{number}: {note}", unit=org.display_name(holder, t.locale),
             number=ticket.number, note=note)), core.now())
+
+
+async def me_too(session: AsyncSession, core: Core, person: Person, ticket: Ticket,
+                 draft: dict) -> bool:
+    """A resident reports what is already reported: they follow it instead, and what they
+    wrote and photographed is added to it."""
+    if not await follow.follow(session, ticket, person.id, core.now()):
+        return False
+    note = draft.get("description")
+    audit(session, ticket, person.id, "followed", core.now(), ticket.state, note=note)
+    if draft.get("photos"):
+        await session.execute(update(Media).where(Media.id.in_(draft["photos"]))
+                              .values(ticket_id=ticket.id))
+    await refresh_cards(session, core, ticket)
+    return True
+
+
+async def add_info(session: AsyncSession, core: Core, person: Person, ticket: Ticket, note: str,
+                   media_id: int | None = None) -> None:
+    """A reporter or follower adds a comment or a photo to an open ticket."""
+    if ticket.state not in [s.value for s in OPEN]:
+        raise TransitionError("closed")
+    audit(session, ticket, person.id, "comment", core.now(), ticket.state, note=note,
+          data={"photo": media_id} if media_id else None)
+    if media_id is not None:
+        await session.execute(update(Media).where(Media.id == media_id).values(ticket_id=ticket.id))
+    t = core.i18n.get(None)
+    text = t._("💬 More information on #{number}: {note}", number=ticket.number, note=note)
+    if ticket.assignee_id:
+        assignee = await session.get(Person, ticket.assignee_id)
+        targets = [target for target, _ in await private_targets(session, assignee.id)]
+    else:
+        targets = [Target(c.channel, c.chat_id) for c in await org.chats_of_unit(session, ticket.unit_id)]
+    for target in targets:
+        enqueue(session, target, OutMessage(text=text, photos=[media_id] if media_id else []),
+                core.now())
+
+
+async def close_duplicate(session: AsyncSession, core: Core, actor: Person, ticket: Ticket,
+                          original: Ticket) -> None:
+    """Staff close a ticket as a duplicate: its reporter and followers move to the original."""
+    t = core.i18n.get(actor.locale)
+    if not await org.has_role_at_or_above(session, actor.id, ticket.unit_id):
+        raise Denied(t._("Only staff of this unit or above can close this ticket."))
+    if original.id == ticket.id or original.state in [s.value for s in FINAL]:
+        raise Denied(t._("#{number} cannot be the original: choose an open ticket.",
+                         number=original.number))
+    now = core.now()
+    people = await follow.audience(session, ticket)
+    previous = await transition(session, ticket, Action.CLOSE_DUPLICATE, now, closed_at=now,
+                                duplicate_of_id=original.id)
+    audit(session, ticket, actor.id, "closed_duplicate", now, previous,
+          data={"original": original.number})
+    await deadlines.after(session, core, ticket, Action.CLOSE_DUPLICATE)
+    moved = [p for p in people if await follow.follow(session, original, p, now)]
+    audit(session, original, actor.id, "merged", now, original.state,
+          data={"duplicate": ticket.number, "followers": len(moved)})
+    await refresh_cards(session, core, ticket)
+    await refresh_cards(session, core, original)
+    for person_id in moved:
+        await cards._notify_one(session, core, original, "merged", person_id, actor,
+                                ticket.number, None)
+
+
+CLOSE_REASONS = ("not_fixable", "not_ours", "referred")
+
+
+async def close_not_fixed(session: AsyncSession, core: Core, actor: Person, ticket: Ticket,
+                          reason: str, note: str) -> None:
+    """An honest end: not fixable, not our responsibility, or referred elsewhere — with the
+    reason shown to the resident. It never counts as resolved."""
+    t = core.i18n.get(actor.locale)
+    if reason not in CLOSE_REASONS:
+        raise Denied(t._("This button is no longer active."))
+    if not await org.has_role_at_or_above(session, actor.id, ticket.unit_id):
+        raise Denied(t._("Only staff of this unit or above can close this ticket."))
+    now = core.now()
+    previous = await transition(session, ticket, Action.CLOSE_NOT_FIXED, now, closed_at=now,
+                                close_reason=reason, close_note=note)
+    audit(session, ticket, actor.id, "closed_not_fixed", now, previous, note=note,
+          data={"reason": reason})
+    await deadlines.after(session, core, ticket, Action.CLOSE_NOT_FIXED)
+    await refresh_cards(session, core, ticket)
+    await notify_reporter(session, core, ticket, "closed_not_fixed", actor=actor, note=note)
 
 
 async def count_open(session: AsyncSession, unit_id: int) -> int:

@@ -10,7 +10,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import tickets
+from . import follow, tickets
 from .context import Core
 from .deadlines import finish
 from .i18n import N_, Translator
@@ -37,8 +37,8 @@ def satisfaction_buttons(t: Translator, ticket_id: int) -> list[list[Button]]:
 
 
 async def voters(session: AsyncSession, ticket: Ticket) -> list[int]:
-    """Who is asked for a verdict: the reporter (followers join them in a later version)."""
-    return [ticket.reporter_id]
+    """Who is asked for a verdict: the reporter and every follower, one vote each."""
+    return await follow.audience(session, ticket)
 
 
 async def ask(session: AsyncSession, core: Core, ticket: Ticket, reminder: bool = False) -> None:

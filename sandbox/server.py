@@ -61,6 +61,7 @@ BOT_NAME = "Whistle 沙盒 Sandbox"
 SQLITE_PREFIX = "sqlite+aiosqlite:///"
 MAX_PHOTO_UPLOAD = 20 * 1024 * 1024
 KEEPALIVE_SECONDS = 15.0
+STOP_TIMEOUT = 10.0
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
@@ -231,11 +232,22 @@ class Sandbox:
                 # Answer the bot's held long poll now (the fake's own server is not running,
                 # so this only releases pollers), or stopping would wait for its timeout.
                 await self.api.stop()
-                await whistle.stop()
+                await self._stop_whistle(whistle)
         finally:
             if self._runner is not None:
                 await self._runner.cleanup()
                 self._runner = None
+
+    async def _stop_whistle(self, whistle) -> None:
+        """Stop Whistle, but never let Ctrl-C hang on it (a database call cancelled mid-flight
+        has been seen never to return)."""
+        stopping = asyncio.ensure_future(whistle.stop())
+        done, _ = await asyncio.wait({stopping}, timeout=STOP_TIMEOUT)
+        if done:
+            stopping.result()
+            return
+        log.warning("Whistle did not stop within %.0f s; shutting the sandbox down anyway", STOP_TIMEOUT)
+        stopping.cancel()
 
     async def __aenter__(self) -> Sandbox:
         await self.start()

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from models.context import Core
 from models.db import Database
 from models.digest import send_digests
+from models.privacy import expired_photos
 from models.sweep import SweepResult, sweep
 from models.tables import JobRun
 
@@ -53,3 +54,22 @@ async def run_digest(db: Database, core: Core, now: datetime) -> int | None:
     if sent is not None:
         log.info("digest %s sent to %d chats", period, sent)
     return sent
+
+
+async def run_retention(db: Database, core: Core, now: datetime) -> int | None:
+    """Delete photos of tickets closed longer ago than the retention period, once a day.
+    Rows go in the transaction; files after it committed."""
+    period = digest_period(core, now)
+
+    async def action(session):
+        if not await claim_run(session, "retention", period, now):
+            return None
+        return await expired_photos(session, core, now)
+    paths = await db.run(action)
+    if paths is None:
+        return None
+    for path in paths:
+        core.media.path(path).unlink(missing_ok=True)
+    if paths:
+        log.info("retention: deleted %d photo files", len(paths))
+    return len(paths)

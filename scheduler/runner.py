@@ -9,7 +9,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from models.context import Core
 from models.db import Database
 
-from .jobs import run_digest, run_sweep
+from .jobs import run_digest, run_retention, run_sweep
 
 
 class Scheduler:
@@ -26,6 +26,10 @@ class Scheduler:
                                                          timezone=self.core.config.tz),
                                 id="digest", max_instances=1, coalesce=True,
                                 misfire_grace_time=3600)
+        self._scheduler.add_job(self.retention, CronTrigger(hour=3, minute=15,
+                                                            timezone=self.core.config.tz),
+                                id="retention", max_instances=1, coalesce=True,
+                                misfire_grace_time=3600)
         self._scheduler.start()
 
     async def sweep(self) -> None:
@@ -33,6 +37,9 @@ class Scheduler:
 
     async def digest(self) -> None:
         await run_digest(self.db, self.core, self.core.now())
+
+    async def retention(self) -> None:
+        await run_retention(self.db, self.core, self.core.now())
 
     def stop(self) -> None:
         if self._scheduler.running:

@@ -4,6 +4,7 @@ the database. Group chats speak zh_Hans, so tests look at callback data, ticket
 numbers, names and rows rather than at (still changing) Chinese wording."""
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import pytest
@@ -211,16 +212,34 @@ def group_text(whistle, message: str, **params) -> str:
 
 # ---- fixtures -----------------------------------------------------------------------------
 
+async def stop_sender_firmly(sender, tries: int = 50) -> bool:
+    """Cancel the sender's loop until it really ends; True if one cancel was not enough.
+
+    Sender._loop waits with asyncio.wait_for(self._wake.wait(), 1.0); on Python 3.11 a
+    cancel that arrives as the wake-up completes is swallowed, and the sender is woken
+    all the time (every Database.run, even its own read, calls wake()), so Sender.stop()
+    can wait forever (see test_robustness.py::test_idle_sender_does_not_spin)."""
+    task = sender._task
+    for attempt in range(tries):
+        if task is None or task.done():
+            return attempt > 1
+        task.cancel()
+        await asyncio.wait([task], timeout=0.2)
+    return True
+
+
 @pytest.fixture(autouse=True)
 async def quiet_service(whistle, api):
-    """Before the service stops, let the sender finish what it is delivering.
+    """Before the service stops: let the sender finish what it is delivering, then stop it.
 
-    Whistle.stop() shuts the Telegram application (and its HTTP client) down before it
-    stops the sender, and a send cut off that way can leave an orphaned task that hangs
-    the event loop's close (see test_robustness.py::test_stop_while_sending). Tests that
-    are about something else should not trip over that."""
+    Whistle.stop() shuts the Telegram application down before it stops the sender (sends
+    in flight are cut off and orphaned, see test_robustness.py::test_stop_while_sending),
+    and Sender.stop() can hang (see stop_sender_firmly). Tests that are about something
+    else should not trip over either, so the sender is stopped here, firmly, first."""
     yield
     try:
         await api.wait_idle()
     except AssertionError:
         pass
+    if whistle.sender is not None:
+        await stop_sender_firmly(whistle.sender)

@@ -1,6 +1,7 @@
 """The whole vertical slice through the real Application and the fake Bot API:
 a resident reports, the grid chat gets the card, the chief claims, notes progress
 and resolves, and the resident is told at each step."""
+from images import jpeg
 from sqlalchemy import select
 
 from models.tables import Media, Ticket, TicketEvent
@@ -8,7 +9,6 @@ from models.tables import Media, Ticket, TicketEvent
 
 G01 = (39.93524, 116.40107)
 G01_CHAT = -100101
-JPEG = b"\xff\xd8\xff\xe0" + b"photo-bytes" * 50
 
 
 async def report(api, resident, *, photos=1, location=G01, contact="anonymous"):
@@ -18,7 +18,7 @@ async def report(api, resident, *, photos=1, location=G01, contact="anonymous"):
     msg = await resident.say("楼下垃圾堆了三天没人清理，气味很大", contains="照片")
     for i in range(photos):
         after = resident.last_id()
-        api.user_sends_photo(resident.id, resident.id, JPEG + bytes([i]))
+        api.user_sends_photo(resident.id, resident.id, jpeg(i))
         msg = await api.wait_message(resident.id, after=after)
     if photos < 3:
         msg = await resident.press_and_wait(msg, "跳过" if photos == 0 else "完成", contains="社区")
@@ -62,7 +62,7 @@ async def test_report_claim_progress_resolve(whistle, api, people):
     prompt_after = chief.last_id(G01_CHAT)
     await chief.press(api.message(G01_CHAT, card["message_id"]), "办结", chat=G01_CHAT)
     prompt = await api.wait_message(G01_CHAT, after=prompt_after, contains="回复")
-    api.user_sends_photo(chief.id, G01_CHAT, JPEG + b"proof", caption="已清理完毕",
+    api.user_sends_photo(chief.id, G01_CHAT, jpeg(99), caption="已清理完毕",
                          reply_to_message_id=prompt["message_id"])
     await api.wait_message(resident.id, contains="已清理完毕")
     await api.wait_for(lambda: any(m.get("photo") for m in api.bot_messages(resident.id)))

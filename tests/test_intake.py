@@ -10,7 +10,10 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from images import jpeg
 from sqlalchemy import func, select
+
+from models.photos import clean as clean_photo
 
 from models.tables import Dialogue, Identity, Media, Outbox, Person, Ticket, TicketEvent, Unit
 
@@ -21,7 +24,7 @@ G01 = (39.93524, 116.40107)       # a point inside grid g01 (Huaishu Grid 1)
 LAKE = (39.93125, 116.40765)      # the lake: a hole in g06, no grid
 G05_CHAT, G06_CHAT, G10_CHAT, STREET_CHAT = -100105, -100106, -100110, -100301
 
-JPEG = b"\xff\xd8\xff\xe0" + b"report-photo" * 40
+JPEG = jpeg(1)
 DESCRIPTION = "Garbage has piled up by the gate for three days and it smells."
 ADDRESS = "Beiqiao Road 12, next to the bus stop"
 
@@ -383,7 +386,7 @@ async def test_location_step_rejects_wrong_input(whistle, api, resident):
     again = await r.sticker(HINT_LOCATION, ASK_LOCATION, COMMUNITIES)
     assert all_button_data(again)[0].startswith("lc:")
     assert "📍" in str(api.reply_keyboard(r.id))
-    await r.photo(JPEG + b"late", HINT_LOCATION, ASK_LOCATION, COMMUNITIES)
+    await r.photo(jpeg(2), HINT_LOCATION, ASK_LOCATION, COMMUNITIES)
     await r.text("abc", HINT_ADDRESS)
     await r.text("x" * 301, HINT_ADDRESS)
     await r.location((91.0, 116.4), "That location is not valid; please try again.")
@@ -609,7 +612,7 @@ async def test_edit_category_photos_and_location_from_the_summary(whistle, api, 
 
     menu = await r.press(summary, "ed", "What do you want to change?")
     await r.press(menu, "ef:photos", ASK_PHOTOS)
-    new_photos = (JPEG + b"new-1", JPEG + b"new-2")
+    new_photos = (jpeg(11), jpeg(12))
     await r.photo(new_photos[0], "Photo 1 of 3 received.")
     done = await r.photo(new_photos[1], "Photo 2 of 3 received.")
     summary = await r.press(done, "ph:done", CHECK, SUMMARY)
@@ -625,7 +628,7 @@ async def test_edit_category_photos_and_location_from_the_summary(whistle, api, 
     assert (ticket.category, ticket.grid_id, ticket.route_reason) == ("road", ids["g05"], "point")
     attached = [m for m in await all_media(whistle) if m.ticket_id == ticket.id]
     assert sorted(m.sha256 for m in attached) == sorted(
-        hashlib.sha256(d).hexdigest() for d in new_photos)
+        hashlib.sha256(clean_photo(d)[0]).hexdigest() for d in new_photos)
     card = await card_in(api, G05_CHAT, number)
     assert "claim" in card_actions(card, ticket.id)
     assert api.bot_messages(G10_CHAT) == []
@@ -695,7 +698,7 @@ async def test_double_click_on_confirm_creates_one_ticket(whistle, api, resident
 
 async def test_three_photos_advance_and_are_stored(whistle, api, resident, config):
     r = resident()
-    photos = tuple(JPEG + bytes([i]) * (100 + i) for i in range(3))
+    photos = tuple(jpeg(20 + i, camera="PhoneCam") for i in range(3))
     await walk(r, "photos")
     await r.photo(photos[0], "Photo 1 of 3 received.")
     await r.photo(photos[1], "Photo 2 of 3 received.")
@@ -717,8 +720,9 @@ async def test_three_photos_advance_and_are_stored(whistle, api, resident, confi
     assert [(m.kind, m.ticket_id, m.owner_id) for m in media] == [("report", ticket.id, person.id)] * 3
     for m, data in zip(media, photos):
         path = config.media_dir / m.path
-        assert path.is_file() and path.read_bytes() == data
-        assert m.sha256 == hashlib.sha256(data).hexdigest() and m.size == len(data)
+        stored = clean_photo(data)[0]   # re-encoded without metadata
+        assert path.is_file() and path.read_bytes() == stored and b"PhoneCam" not in stored
+        assert m.sha256 == hashlib.sha256(stored).hexdigest() and m.size == len(stored)
     await card_in(api, G05_CHAT, number)
     album = [m for m in api.bot_messages(G05_CHAT) if m.get("photo")]
     assert len(album) == 3

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from flows import (
     G01_CHAT, ask_note, body, buttons, card_now, claim, events, file_report, has_button,
-    identity, last_id, outbox, press, reply_note, ticket_row, wait_card,
+    identity, last_id, outbox, press, reply_note, stop_sender_firmly, ticket_row, wait_card,
 )
 from flows import quiet_service  # noqa: F401 - autouse: the sender settles before stop
 from models.db import Database
@@ -409,6 +409,26 @@ async def test_card_fits_with_long_emoji_description_and_resolution(whistle, api
 
 # ---- stopping ---------------------------------------------------------------------------------
 
+async def test_idle_sender_does_not_spin(whistle, api):
+    """With nothing to send, the sender should look for work about once a second (its
+    wake-up timeout). Every Database.run calls the on-commit callbacks, the sender's own
+    read-only due_rows() included, so each pass wakes the sender again at once."""
+    await api.wait_idle()
+    passes = 0
+    due_rows = whistle.sender.due_rows
+
+    async def counting():
+        nonlocal passes
+        passes += 1
+        return await due_rows()
+    whistle.sender.due_rows = counting
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await api.wait_idle(quiet=0.5)  # nothing happens for half a second
+    elapsed = loop.time() - started
+    assert passes <= elapsed + 2, f"{passes} passes over the outbox in {elapsed:.1f} s while idle"
+
+
 async def test_stop_while_sending(whistle, api, people):
     """Whistle.stop() must not return while the sender is still delivering, and a message
     Telegram accepted must not stay "pending" (it would be sent again after a restart)."""
@@ -423,7 +443,12 @@ async def test_stop_while_sending(whistle, api, people):
     before = len(api.requests)
     await whistle.db.run(fill)
     await api.wait_for(lambda: any(name == "sendMessage" for name, _ in api.requests[before:]))
-    await whistle.stop()
+    stopping = asyncio.create_task(whistle.stop())
+    done, _ = await asyncio.wait([stopping], timeout=10)
+    hung = not done
+    if hung:  # Sender.stop() swallowed its cancel (see flows.stop_sender_firmly)
+        await stop_sender_firmly(whistle.sender)
+        await stopping
     in_flight = [t for t in asyncio.all_tasks()
                  if not t.done() and getattr(t.get_coro(), "__qualname__", "") == "Sender._send"]
     if in_flight:  # let them end on their own: cancelling them now can hang the loop's close
@@ -437,7 +462,7 @@ async def test_stop_while_sending(whistle, api, people):
         await db.dispose()
     delivered_but_pending = [r.chat_id for r in rows
                              if r.state == "pending" and api.bot_messages(int(r.chat_id))]
-    assert (len(in_flight), len(delivered_but_pending)) == (0, 0), (
-        f"after Whistle.stop() returned, {len(in_flight)} sends were still running, and "
+    assert (hung, len(in_flight), len(delivered_but_pending)) == (False, 0, 0), (
+        f"Whistle.stop() {'hung' if hung else 'returned'}; {len(in_flight)} sends were still running, and "
         f"{len(delivered_but_pending)} messages Telegram accepted were left pending "
         f"(they would be sent again after a restart)")

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from bot.config import load_config
-from sandbox.server import SANDBOX_TOKEN, Sandbox
+from sandbox.server import SANDBOX_TOKEN, Sandbox, sandbox_paths
 
 ROOT = Path(__file__).resolve().parent.parent
 G01 = (39.93524, 116.40107)
@@ -41,15 +41,7 @@ async def sandbox(sandbox_config):
     server = Sandbox(sandbox_config, port=0)
     await server.start()
     yield server
-    async def watchdog():
-        await asyncio.sleep(5)
-        print("WATCHDOG")
-        for task in asyncio.all_tasks():
-            print("TASK", task)
-            task.print_stack(limit=12)
-    dog = asyncio.create_task(watchdog())
     await server.stop()
-    dog.cancel()
 
 
 @pytest.fixture
@@ -244,7 +236,8 @@ async def test_photo_upload_and_reply_in_a_group(sandbox, http):
     assert api.messages(9001)[-1]["contact"]["user_id"] == 9001
 
 
-@pytest.mark.parametrize("method, path, kwargs, status", [
+JSON = {"Content-Type": "application/json"}
+BAD_INPUTS = [
     ("GET", "/people/424242/chats", {}, 404),
     ("GET", "/people/abc/chats", {}, 404),
     ("GET", "/people/424242/events", {}, 404),
@@ -252,7 +245,7 @@ async def test_photo_upload_and_reply_in_a_group(sandbox, http):
     ("GET", "/people/9001/chats/9002/messages", {}, 404),  # someone else's private chat
     ("GET", "/nothing/here", {}, 404),
     ("POST", "/people/424242/chats/9001/text", {"json": {"text": "hi"}}, 404),
-    ("POST", "/people/9001/chats/9001/text", {"data": b"{not json", "headers": {"Content-Type": "application/json"}}, 400),
+    ("POST", "/people/9001/chats/9001/text", {"data": b"{not json", "headers": JSON}, 400),
     ("POST", "/people/9001/chats/9001/text", {"json": ["hi"]}, 400),
     ("POST", "/people/9001/chats/9001/text", {"json": {"text": "   "}}, 400),
     ("POST", "/people/9001/chats/9001/text", {"json": {"text": 5}}, 400),
@@ -260,22 +253,25 @@ async def test_photo_upload_and_reply_in_a_group(sandbox, http):
     ("POST", "/people/9001/chats/9001/text", {"json": {"text": "hi", "reply_to": 999}}, 404),
     ("POST", "/people/9001/chats/9001/text", {"json": {"text": "hi", "reply_to": "1"}}, 400),
     ("POST", "/people/9001/chats/9001/location", {"json": {"latitude": 95, "longitude": 116.4}}, 400),
-    ("POST", "/people/9001/chats/9001/location", {"json": {"latitude": "39.9", "longitude": 116.4}}, 400),
-    ("POST", "/people/9001/chats/9001/location", {"json": {"latitude": True, "longitude": 116.4}}, 400),
+    ("POST", "/people/9001/chats/9001/location", {"json": {"latitude": "39.9", "longitude": 116}}, 400),
+    ("POST", "/people/9001/chats/9001/location", {"json": {"latitude": True, "longitude": 116}}, 400),
     ("POST", "/people/9001/chats/9001/location", {"json": {"latitude": 39.9}}, 400),
     ("POST", "/people/9001/chats/9001/press", {"json": {"message_id": 1, "data": "cf"}}, 404),
     ("POST", "/people/9001/chats/9001/press", {"json": {"message_id": "1", "data": "cf"}}, 400),
     ("POST", "/people/9001/chats/9001/press", {"json": {"message_id": 1}}, 400),
     ("POST", "/people/9001/chats/9001/photo", {"json": {"photo": "x"}}, 400),
     ("POST", "/people/9001/chats/9001/photo", {"data": {"photo": "not a file"}}, 400),
-    ("POST", "/people/9001/chats/9001/contact", {"data": b"[", "headers": {"Content-Type": "application/json"}}, 400),
+    ("POST", "/people/9001/chats/9001/contact", {"data": b"[", "headers": JSON}, 400),
     ("POST", "/people/1001/chats/-100102/press", {"json": {"message_id": 1, "data": "claim:1"}}, 404),
-])
-async def test_bad_input_is_refused(sandbox, http, method, path, kwargs, status):
+]
+
+
+async def test_bad_input_is_refused(sandbox, http):
     before = {chat: len(sandbox.api.messages(chat)) for chat in (9001, G01_CHAT)}
-    async with http.request(method, f"{sandbox.origin}/sandbox/api{path}", **kwargs) as response:
-        assert response.status == status, await response.text()
-        assert "error" in await response.json()
+    for method, path, kwargs, status in BAD_INPUTS:
+        async with http.request(method, f"{sandbox.origin}/sandbox/api{path}", **kwargs) as response:
+            assert response.status == status, (method, path, kwargs, await response.text())
+            assert "error" in await response.json(), (method, path)
     assert before == {chat: len(sandbox.api.messages(chat)) for chat in (9001, G01_CHAT)}
 
 
@@ -292,3 +288,13 @@ async def test_press_needs_a_real_button_and_photos_real_images(sandbox, http):
     form.add_field("photo", b"MZ\x90\x00 not an image", filename="x.exe")
     async with http.post(alice.url(f"/chats/{ALICE}/photo"), data=form) as response:
         assert response.status == 400
+
+
+def test_sandbox_paths_never_name_the_real_database(tmp_path):
+    config = load_config(ROOT / "config.example.toml", env={})
+    assert sandbox_paths(config) == (ROOT / "var" / "sandbox.db", ROOT / "var" / "sandbox-media")
+    config.database.url = f"sqlite+aiosqlite:///{tmp_path / 'sandbox.db'}"
+    assert sandbox_paths(config)[0] == tmp_path / "sandbox-whistle.db"
+    config.database.url = "postgresql+asyncpg://whistle@db/whistle"
+    config.media_dir = tmp_path / "media"
+    assert sandbox_paths(config) == (tmp_path / "sandbox.db", tmp_path / "sandbox-media")

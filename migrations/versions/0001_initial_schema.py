@@ -57,6 +57,7 @@ def upgrade() -> None:
     sa.Column('phone', sa.String(length=32), nullable=True),
     sa.Column('locale', sa.String(length=16), nullable=True),
     sa.Column('created_at', models.tables.UTCDateTime(), nullable=False),
+    sa.Column('forgotten_at', models.tables.UTCDateTime(), nullable=True),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('code')
     )
@@ -164,7 +165,12 @@ def upgrade() -> None:
     sa.Column('waiting_since', models.tables.UTCDateTime(), nullable=True),
     sa.Column('unrated', sa.Boolean(), nullable=False),
     sa.Column('whistler_unit_id', sa.Integer(), nullable=True),
+    sa.Column('followers', sa.Integer(), nullable=False),
+    sa.Column('duplicate_of_id', sa.Integer(), nullable=True),
+    sa.Column('close_reason', sa.String(length=16), nullable=True),
+    sa.Column('close_note', sa.Text(), nullable=True),
     sa.ForeignKeyConstraint(['assignee_id'], ['person.id'], ),
+    sa.ForeignKeyConstraint(['duplicate_of_id'], ['ticket.id'], ),
     sa.ForeignKeyConstraint(['grid_id'], ['unit.id'], ),
     sa.ForeignKeyConstraint(['reporter_id'], ['person.id'], ),
     sa.ForeignKeyConstraint(['unit_id'], ['unit.id'], ),
@@ -175,6 +181,7 @@ def upgrade() -> None:
     with op.batch_alter_table('ticket', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_ticket_assignee_id'), ['assignee_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_ticket_category'), ['category'], unique=False)
+        batch_op.create_index('ix_ticket_category_lat', ['category', 'lat'], unique=False)
         batch_op.create_index(batch_op.f('ix_ticket_reporter_id'), ['reporter_id'], unique=False)
         batch_op.create_index('ix_ticket_state_unit', ['state', 'unit_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_ticket_unit_id'), ['unit_id'], unique=False)
@@ -221,6 +228,20 @@ def upgrade() -> None:
     with op.batch_alter_table('department_rating', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_department_rating_department_id'), ['department_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_department_rating_ticket_id'), ['ticket_id'], unique=False)
+
+    op.create_table('follower',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('ticket_id', sa.Integer(), nullable=False),
+    sa.Column('person_id', sa.Integer(), nullable=False),
+    sa.Column('created_at', models.tables.UTCDateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['person_id'], ['person.id'], ),
+    sa.ForeignKeyConstraint(['ticket_id'], ['ticket.id'], ),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('ticket_id', 'person_id')
+    )
+    with op.batch_alter_table('follower', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_follower_person_id'), ['person_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_follower_ticket_id'), ['ticket_id'], unique=False)
 
     op.create_table('media',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -319,6 +340,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_media_ticket_id'))
 
     op.drop_table('media')
+    with op.batch_alter_table('follower', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_follower_ticket_id'))
+        batch_op.drop_index(batch_op.f('ix_follower_person_id'))
+
+    op.drop_table('follower')
     with op.batch_alter_table('department_rating', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_department_rating_ticket_id'))
         batch_op.drop_index(batch_op.f('ix_department_rating_department_id'))
@@ -333,6 +359,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_ticket_unit_id'))
         batch_op.drop_index('ix_ticket_state_unit')
         batch_op.drop_index(batch_op.f('ix_ticket_reporter_id'))
+        batch_op.drop_index('ix_ticket_category_lat')
         batch_op.drop_index(batch_op.f('ix_ticket_category'))
         batch_op.drop_index(batch_op.f('ix_ticket_assignee_id'))
 

@@ -127,7 +127,7 @@
     for (const message of data.messages) box.append(renderMessage(message));
     if (!data.messages.length) box.append(emptyHint());
     renderKeyboard(data.keyboard);
-    scrollDown(true);
+    scrollDown();
   }
 
   function emptyHint() {
@@ -213,7 +213,7 @@
   function time(seconds) {
     if (!seconds) return "";
     const d = new Date(seconds * 1000);
-    return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", hour12: false });
   }
 
   function renderMessage(m) {
@@ -259,7 +259,7 @@
     const meta = el("div", { class: "meta" });
     if (m.edited) meta.append(el("span", {}, "已编辑 edited"));
     meta.append(el("span", {}, time(m.date)));
-    if (!mine) {
+    if (!mine && chat && chat.type === "group") {  // answering a ForceReply prompt in a group
       const reply = el("button", { type: "button", class: "reply-btn", title: "回复这条消息 Reply to this message" }, "↩ 回复 Reply");
       reply.addEventListener("click", () => setReply(m));
       meta.append(reply);
@@ -300,10 +300,19 @@
     node.classList.add("flash");
   }
 
-  function scrollDown(force = false) {
+  function nearBottom() {
     const box = $("messages");
-    const nearBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 160;
-    if (force || nearBottom) box.scrollTop = box.scrollHeight;
+    return box.scrollHeight - box.scrollTop - box.clientHeight < 120;
+  }
+
+  function scrollDown() {
+    const box = $("messages");
+    box.scrollTop = box.scrollHeight;
+    // Images load later and grow the message; keep the bottom in view once they have.
+    for (const img of box.querySelectorAll("img.photo:not([data-watched])")) {
+      img.dataset.watched = "1";
+      if (!img.complete) img.addEventListener("load", () => { box.scrollTop = box.scrollHeight; }, { once: true });
+    }
   }
 
   function renderKeyboard(rows) {
@@ -358,6 +367,7 @@
     const input = $("text");
     input.style.height = "auto";
     input.style.height = Math.min(input.scrollHeight + 2, 128) + "px";
+    input.style.overflowY = input.scrollHeight > 128 ? "auto" : "hidden";
   }
   $("text").addEventListener("input", autoGrow);
   $("text").addEventListener("keydown", (event) => {
@@ -383,6 +393,17 @@
   $("reply-cancel").addEventListener("click", () => setReply(null));
   $("back").addEventListener("click", () => document.body.classList.remove("in-chat"));
   $("who").addEventListener("change", () => selectPerson(Number($("who").value)));
+  window.addEventListener("hashchange", () => {  // a link to #person=…&chat=…
+    const wanted = readHash();
+    if (!peopleById.has(wanted.person)) return;
+    const open = wanted.chat !== null ? wanted.chat : null;
+    if (state.person && wanted.person === state.person.id) {
+      if (open !== null && state.chats.some((c) => c.id === open)) openChat(open, true);
+    } else {
+      selectPerson(wanted.person, open).catch((error) => toast(`出错了 Error: ${error.message}`, "error"));
+      if (open !== null) document.body.classList.add("in-chat");
+    }
+  });
 
   // ---------------------------------------------------------------- map picker
 
@@ -459,22 +480,27 @@
         return;
       }
       const box = $("messages");
+      const stick = nearBottom();
       const empty = box.querySelector(".empty");
       if (empty) empty.remove();
       const existing = box.querySelector(`[data-id="${ev.message.id}"]`);
       const node = renderMessage(ev.message);
       if (existing) existing.replaceWith(node); else box.append(node);
       if (ev.message.force_reply && ev.message.from.is_bot) setReply(ev.message);
-      scrollDown(ev.message.from.id === state.person.id);
+      if (stick || ev.message.from.id === state.person.id) scrollDown();
       setTyping(false);
     } else if (ev.type === "edit" && here) {
+      const stick = nearBottom();
       const existing = $("messages").querySelector(`[data-id="${ev.message.id}"]`);
       if (existing) { const node = renderMessage(ev.message); existing.replaceWith(node); flash(node); }
+      if (stick) scrollDown();
     } else if (ev.type === "delete" && here) {
       const existing = $("messages").querySelector(`[data-id="${ev.message_id}"]`);
       if (existing) existing.remove();
     } else if (ev.type === "keyboard" && here) {
+      const stick = nearBottom();
       renderKeyboard(ev.keyboard);
+      if (stick) scrollDown();
     } else if (ev.type === "chat_action" && here) {
       setTyping(true);
     }

@@ -1,0 +1,50 @@
+"""What Whistle keeps about people, and how it forgets.
+
+Stored per resident: their name as their chat app gives it, their chat identity
+(e.g. Telegram user id), their language, and — only if they share it — their phone
+number (shown to the person who claims their report, nobody else). Tickets keep the
+description, location, photos (metadata stripped) and the audit trail.
+``/forget`` replaces the name with a pseudonym, drops the phone number and the chat
+identity, and ends the dialogue; tickets and statistics stay. With
+``privacy.photo_retention_days`` set, photos of tickets closed that long ago are
+deleted."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from .context import Core
+from .lifecycle import FINAL
+from .tables import Dialogue, Follower, Identity, Media, Person, Ticket
+
+
+async def forget(session: AsyncSession, core: Core, person: Person) -> None:
+    now = core.now()
+    person.name, person.phone, person.locale, person.forgotten_at = (
+        f"resident-{person.id}", None, None, now)
+    identities = list(await session.scalars(select(Identity).where(Identity.person_id == person.id)))
+    for identity in identities:
+        identity.external_id = f"forgotten-{identity.id}"
+        identity.language_code, identity.blocked = None, True
+    await session.execute(update(Ticket).where(Ticket.reporter_id == person.id)
+                          .values(contact_phone=None, anonymous=True))
+    await session.execute(delete(Dialogue).where(Dialogue.person_id == person.id))
+    await session.execute(delete(Follower).where(Follower.person_id == person.id))
+
+
+async def expired_photos(session: AsyncSession, core: Core, now: datetime) -> list[str]:
+    """Delete the media rows of tickets closed more than the retention period ago and
+    return the stored files no remaining row uses (delete them after commit)."""
+    days = core.config.privacy.photo_retention_days
+    if not days:
+        return []
+    closed = select(Ticket.id).where(Ticket.state.in_([s.value for s in FINAL]),
+                                     Ticket.closed_at < now - timedelta(days=days))
+    rows = list(await session.scalars(select(Media).where(Media.ticket_id.in_(closed))))
+    paths = {row.path for row in rows}
+    await session.execute(delete(Media).where(Media.id.in_([row.id for row in rows])))
+    still_used = set(await session.scalars(select(Media.path).where(Media.path.in_(paths))
+                                           .group_by(Media.path).having(func.count() > 0)))
+    return sorted(paths - still_used)
