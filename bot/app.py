@@ -103,6 +103,9 @@ class Whistle:
         log.info("Whistle is running as @%s", self.application.bot.username)
 
     async def stop(self) -> None:
+        """Stop taking updates, let handlers finish, drain the sender, then close the
+        Bot API client — never the other way round, or a message Telegram accepted
+        could stay "pending" and be sent again after a restart."""
         if self.scheduler is not None:
             self.scheduler.stop()
         if self.application is not None:
@@ -110,9 +113,10 @@ class Whistle:
                 await self.application.updater.stop()
             if self.application.running:
                 await self.application.stop()
-            await self.application.shutdown()
         if self.sender is not None:
             await self.sender.stop()
+        if self.application is not None:
+            await self.application.shutdown()
         await self.db.dispose()
 
     async def handle(self, inp: Input) -> Reply:

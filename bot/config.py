@@ -193,7 +193,10 @@ def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     for var, (section, key) in ENV_OVERRIDES.items():
         if env.get(var):
-            raw.setdefault(section, {})[key] = env[var]
+            if not isinstance(raw.setdefault(section, {}), dict):
+                raise ConfigError(f"config file {path} is invalid:\n  {section}: must be a "
+                                  f"[{section}] table (overridden by {var})")
+            raw[section][key] = env[var]
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:

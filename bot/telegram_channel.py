@@ -16,11 +16,36 @@ from telegram.error import BadRequest, ChatMigrated, Forbidden, NetworkError, Re
 from bot.sender import Permanent, Retry
 from models.db import Database
 from models.media import MediaStore
-from models.messages import OutMessage
+from models.messages import OutMessage, utf16_len
 from models.tables import ChatBinding, Identity, Media, MessageRef, Outbox
 
 log = logging.getLogger(__name__)
 NOT_MODIFIED = "message is not modified"
+TEXT_LIMIT = 4096  # UTF-16 code units, as Telegram counts
+
+
+def truncate(text: str, limit: int = TEXT_LIMIT) -> str:
+    """Cut to ``limit`` UTF-16 units, marking the cut (a card must stay one message)."""
+    if utf16_len(text) <= limit:
+        return text
+    cut = text
+    while utf16_len(cut) > limit - 1:
+        cut = cut[: max(1, len(cut) - max(1, (utf16_len(cut) - limit + 1) // 2))]
+    return cut + "…"
+
+
+def split(text: str, limit: int = TEXT_LIMIT) -> list[str]:
+    """Split at line breaks into messages of at most ``limit`` UTF-16 units."""
+    parts, current = [], ""
+    for line in text.split("\n"):
+        line = truncate(line, limit)
+        candidate = f"{current}\n{line}" if current else line
+        if utf16_len(candidate) > limit:
+            parts.append(current)
+            current = line
+        else:
+            current = candidate
+    return [*parts, current]
 EDIT_GONE = ("message to edit not found", "message can't be edited")
 
 
@@ -77,6 +102,12 @@ class TelegramChannel:
                                          longitude=message.location[1])
             return
         markup = reply_markup(message)
+        if message.ref:
+            message.text = truncate(message.text)
+        else:
+            *first, message.text = split(message.text)
+            for part in first:
+                await self.bot.send_message(chat_id, part)
         if message.edit and message.ref:
             message_id = await self._ref_message_id(message.ref, chat_id)
             if message_id is not None:
@@ -86,9 +117,10 @@ class TelegramChannel:
                                                      reply_markup=markup)
                     return
                 except BadRequest as exc:
-                    if NOT_MODIFIED in exc.message:
+                    reason = exc.message.lower()  # PTB capitalises Telegram's text
+                    if NOT_MODIFIED in reason:
                         return
-                    if not any(gone in exc.message for gone in EDIT_GONE):
+                    if not any(gone in reason for gone in EDIT_GONE):
                         raise
         sent = await self.bot.send_message(chat_id, message.text, reply_markup=markup)
         if message.ref:

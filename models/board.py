@@ -12,18 +12,20 @@ from .cards import category_name
 from .context import Core
 from .i18n import N_, Translator
 from .lifecycle import OPEN
-from .messages import OutMessage, Target, enqueue
+from .messages import OutMessage, Target, enqueue, utf16_len
 from .tables import MessageRef, Person, Ticket, Timer, Unit
 
 LIMIT = 4096
 
 
 def paginate(header: str, lines: list[str], limit: int = LIMIT) -> list[str]:
-    """Split into messages of at most ``limit`` characters, whole lines only."""
+    """Split into messages of at most ``limit`` UTF-16 units (Telegram's measure),
+    whole lines only."""
     pages, current = [], header
     for line in lines:
-        line = line[: limit - 1]
-        if len(current) + 1 + len(line) > limit:
+        while utf16_len(line) > limit - 1:
+            line = line[:-1]
+        if utf16_len(current) + 1 + utf16_len(line) > limit:
             pages.append(current)
             current = line
         else:
@@ -58,7 +60,7 @@ KIND_WORDS = {"claim": N_("claim"), "onsite": N_("on-site"), "resolve": N_("reso
 
 
 async def refresh(session: AsyncSession, core: Core, unit_id: int) -> None:
-    chats = await org.chats_of_unit(session, unit_id)
+    chats = await org.chats_of_unit(session, unit_id, channels=core.channels)
     if not chats:
         return
     t = core.i18n.get(None)

@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from . import follow, org
 from .context import Core
 from .i18n import N_, Translator
-from .lifecycle import STATE_LABELS, WAITING, WORKING, State
+from .lifecycle import STATE_LABELS, TRANSITIONS, WAITING, WORKING, Action, State
 from .messages import Button, KeyButton, OutMessage, enqueue
 from .people import first_name, private_targets
 from .tables import Assignment, Identity, Person, Ticket, TicketEvent, Unit
@@ -25,6 +25,8 @@ ROLE_LABELS = {
 CLASS_LABELS = {"enforcement": N_("enforcement"), "request": N_("resident request")}
 ORDER_LABELS = {"emergency": N_("emergency order"), "routine": N_("routine order"),
                 "key": N_("key order")}
+CLOSE_LABELS = {"not_fixable": N_("Cannot be fixed"), "not_ours": N_("Not our responsibility"),
+                "referred": N_("Referred elsewhere")}
 ORDER_ICONS = {"emergency": "🚨", "routine": "🟢", "key": "⭐"}
 EVENT_LABELS = {
     "created": N_("reported"),
@@ -134,8 +136,10 @@ def card_buttons(ticket: Ticket, t: Translator, holder: Unit | None) -> list[lis
         triage.append(Button(t._("Whistle to departments…"), "whistle", tid))
     closing = [Button(t._("Duplicate…"), "dup", tid), Button(t._("Close…"), "close", tid)]
     if state in WAITING:
-        return [[Button(t._("Claim"), "claim", tid), Button(t._("Return"), "return", tid)], triage,
-                closing]
+        first = [Button(t._("Claim"), "claim", tid)]
+        if state in TRANSITIONS[Action.RETURN][0]:
+            first.append(Button(t._("Return"), "return", tid))
+        return [first, triage, closing]
     if state in WORKING:
         row = [Button(t._("Progress"), "progress", tid), Button(t._("Resolve"), "resolve", tid)]
         if holder is not None and holder.kind in ("grid", "community"):
@@ -189,7 +193,7 @@ async def notify_reporter(session: AsyncSession, core: Core, ticket: Ticket, eve
 async def _notify_one(session, core: Core, ticket: Ticket, event: str, person_id: int,
                       actor: Person | None, note: str | None, photo: int | None) -> None:
     reporter = await session.get(Person, person_id)
-    for target, identity in await private_targets(session, reporter.id):
+    for target, identity in await private_targets(session, reporter.id, core.channels):
         t = await _reporter_translator(session, core, reporter, identity)
         who = await role_label(session, t, actor, ticket.unit_id) if actor else ""
         holder = await session.get(Unit, ticket.unit_id)
@@ -213,8 +217,10 @@ async def _notify_one(session, core: Core, ticket: Ticket, event: str, person_id
                                      number=ticket.number, unit=unit_name(holder, t)),
             "merged": lambda: t._("🔗 Report {old} is the same problem as {number}; you now "
                                   "follow {number}.", old=note, number=ticket.number),
-            "closed_not_fixed": lambda: t._("Report {number} was closed without a fix — {reason}",
-                                            number=ticket.number, reason=note),
+            "closed_not_fixed": lambda: t._(
+                "Report {number} was closed without a fix ({kind}) — {reason}",
+                number=ticket.number, kind=t._(CLOSE_LABELS.get(ticket.close_reason, "—")),
+                reason=note),
             "comment": lambda: t._("💬 Another resident added to {number}: {note}",
                                    number=ticket.number, note=note),
             "asked": lambda: t._("❓ {who} asks about your report {number}: {note}\n"

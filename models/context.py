@@ -26,6 +26,7 @@ class Core:
     router: Router
     media: MediaStore
     clock: Callable[[], datetime] = field(default=utcnow)
+    channels: frozenset[str] = frozenset({"telegram"})  # the channels this process runs
     calendar: WorkCalendar = field(init=False)
     quiet: QuietHours = field(init=False)
 

@@ -116,6 +116,8 @@ async def retime(session: AsyncSession, core: Core, ticket: Ticket) -> None:
         timer.next_at = next_step(timer, now)
         if timer.kind == "resolve":
             ticket.resolve_due_at = timer.due_at
+        elif timer.kind == "claim" and ticket.claimed_at is None:
+            ticket.claim_due_at = timer.due_at
     if "onsite" in spans and "onsite" not in present and ticket.claimed_at is None:
         start_timer(session, core, ticket, "onsite", spans["onsite"], ticket.unit_id,
                     start=ticket.created_at)
@@ -123,30 +125,35 @@ async def retime(session: AsyncSession, core: Core, ticket: Ticket) -> None:
 
 def next_step(timer: Timer, now: datetime) -> datetime | None:
     """When the sweep must look at ``timer`` again, given its stage."""
-    if timer.paused_at is not None:
-        return None
     return {"running": timer.warn_at, "warned": timer.due_at, "breached": now}.get(timer.stage)
 
 
 async def pause(session: AsyncSession, core: Core, ticket: Ticket) -> None:
-    """Waiting on the resident: work timers stop."""
+    """Waiting on the resident: work timers stop (the sweep skips paused rows)."""
     now = core.now()
     ticket.waiting_since = now
     for timer in await open_timers(session, ticket.id, WORK_KINDS):
-        timer.paused_at, timer.next_at = now, None
+        timer.paused_at = now
 
 
 async def resume(session: AsyncSession, core: Core, ticket: Ticket) -> None:
-    """The resident answered: timers go on, their deadlines moved by the pause."""
+    """The resident answered: every step still ahead of each timer (warning, deadline,
+    escalation after a grace) moves by the time the ticket waited, in the timer's measure."""
     now = core.now()
     ticket.waiting_since = None
     for timer in await open_timers(session, ticket.id, WORK_KINDS):
         if timer.paused_at is None:
             continue
         paused = timer.paused_at
-        timer.due_at = core.calendar.resume(timer.due_at, paused, now, timer.working)
-        timer.warn_at = core.calendar.resume(timer.warn_at, paused, now, timer.working)
+
+        def moved(moment: datetime) -> datetime:
+            return core.calendar.resume(moment, paused, now, timer.working)
+        if timer.next_at is not None and timer.next_at > paused:
+            timer.next_at = moved(timer.next_at)
+        if timer.due_at > paused:
+            timer.due_at = moved(timer.due_at)
+        if timer.warn_at > paused:
+            timer.warn_at = moved(timer.warn_at)
         timer.paused_at = None
-        timer.next_at = next_step(timer, now)
         if timer.kind == "resolve":
             ticket.resolve_due_at = timer.due_at

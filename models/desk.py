@@ -10,12 +10,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from . import org, tickets
 from .context import Core
-from .cards import ORDER_LABELS
+from .cards import CLOSE_LABELS, ORDER_LABELS
 from .dialogue import load, store_photo
 from .photos import PhotoError
 from .i18n import N_, Translator
-from .inputs import Input, Reply
-from .lifecycle import STATE_LABELS, Action, State, TransitionError, sources
+from .inputs import Input, Reply, parse_id
+from .lifecycle import FINAL, STATE_LABELS, Action, State, TransitionError, sources
 from .messages import Button, OutMessage, Target, enqueue
 from .people import private_targets
 from .tables import Person, Ticket, Unit
@@ -36,23 +36,23 @@ NOTE_PROMPTS = {
     "close": N_("{name}, reply to this message with the reason for closing #{number}; the "
                 "resident will see it."),
 }
-CLOSE_LABELS = {"not_fixable": N_("Cannot be fixed"), "not_ours": N_("Not our responsibility"),
-                "referred": N_("Referred elsewhere")}
+
 STAFF_ACTIONS = {"claim", "return", "progress", "resolve", "escalate", "ask", "onsite", "type",
                  "ty", "route", "rc", "rg", "dup", "close", "cr"}
 ORDER_TYPES = ("emergency", "routine", "key")
+TWO_PART = {"rc", "rg", "ty", "cr"}  # actions whose data is "ticket.choice"
 
 
 async def ticket_or_none(session: AsyncSession, arg: str) -> Ticket | None:
-    return await session.get(Ticket, int(arg)) if arg.isdigit() else None
+    return await session.get(Ticket, parse_id(arg)) if parse_id(arg) else None
 
 
 async def on_button(session: AsyncSession, core: Core, person: Person, t: Translator,
                     inp: Input) -> Reply:
     stale = Reply(alert=t._("This button is no longer active."))
-    ticket_arg, _, extra = inp.arg.partition(".")
+    ticket_arg, dot, extra = inp.arg.partition(".")
     ticket = await ticket_or_none(session, ticket_arg)
-    if ticket is None:
+    if ticket is None or (dot and inp.action not in TWO_PART):
         return stale
     try:
         if inp.action == "claim":
@@ -75,13 +75,13 @@ async def on_button(session: AsyncSession, core: Core, person: Person, t: Transl
             return Reply(alert=t._("Order type changed."))
         if inp.action == "route":
             return await _route_menu(session, core, person, t, ticket, inp.chat, None)
-        if inp.action == "rc" and extra.isdigit():
+        if inp.action == "rc" and parse_id(extra):
             return await _route_menu(session, core, person, t, ticket, inp.chat, int(extra))
-        if inp.action == "rg" and extra.isdigit():
+        if inp.action == "rg" and parse_id(extra):
             await tickets.reroute(session, core, person, ticket, int(extra))
             return Reply(alert=t._("Routed #{number}.", number=ticket.number))
     except tickets.Denied as exc:
-        return Reply(alert=str(exc), show_alert=True)
+        return Reply(alert=exc.text(t), show_alert=True)
     except TransitionError:
         return stale
     return stale
@@ -91,7 +91,7 @@ async def _share_contact(session, core: Core, assignee: Person, ticket: Ticket) 
     """Only the assignee learns the reporter's phone, and only if it was shared."""
     if not ticket.contact_phone:
         return
-    for target, identity in await private_targets(session, assignee.id):
+    for target, identity in await private_targets(session, assignee.id, core.channels):
         t = core.i18n.get(core.i18n.pick(assignee.locale, identity.language_code))
         enqueue(session, target, OutMessage(text=t._(
             "Reporter's phone for #{number}: {phone}", number=ticket.number,
@@ -170,16 +170,24 @@ async def on_note(session: AsyncSession, core: Core, person: Person, t: Translat
         elif action == "dup":
             original = await session.scalar(select(Ticket).where(
                 Ticket.number == note.lstrip("#").strip()))
+            problem = None
             if original is None:
+                problem = t._("No ticket {number}. Reply with a ticket number such as "
+                              "20261122-0007 (or /cancel).", number=note[:30])
+            elif original.id == ticket.id or original.state in [s.value for s in FINAL]:
+                problem = t._("#{number} cannot be the original: choose an open ticket.",
+                              number=original.number)
+            if problem:
                 row.pending = pending  # keep asking
-                _say(session, core, inp.chat, t._("No ticket {number}. Reply with a ticket number "
-                                                  "such as 20261122-0007 (or /cancel).",
-                                                  number=note[:30]))
+                _say(session, core, inp.chat, problem)
                 return
             await tickets.close_duplicate(session, core, person, ticket, original)
         elif action == "close":
             await tickets.close_not_fixed(session, core, person, ticket, pending["reason"], note)
-    except (TransitionError, tickets.Denied):
+    except tickets.Denied as exc:
+        _say(session, core, inp.chat, exc.text(t))
+        return
+    except TransitionError:
         _say(session, core, inp.chat, t._("#{number} has changed meanwhile ({state}); nothing "
                                           "was recorded.", number=ticket.number,
                                           state=t._(STATE_LABELS[State(ticket.state)])))

@@ -14,7 +14,7 @@ from .photos import PhotoError, clean as clean_photo
 from .cards import category_name, main_keyboard, unit_name
 from .context import Core
 from .i18n import Translator
-from .inputs import Input, Reply
+from .inputs import Input, Reply, parse_id
 from .messages import Button, KeyButton, OutMessage, Target, enqueue
 from .people import load_dialogue
 from .lifecycle import STATE_LABELS, State
@@ -104,7 +104,8 @@ class Intake:
                          min=limits.min_description, max=limits.max_description),
                      remove_keyboard=True)
         elif step == "photos":
-            self.update(photos=[])
+            # new photos: the location the old ones carried goes with them
+            self.row.draft = {**{k: v for k, v in self.draft.items() if k != "gps"}, "photos": []}
             self.say(t._("Send up to {n} photos of the problem, or press Skip.",
                          n=self.core.config.intake.max_photos),
                      buttons=[[Button(t._("Skip"), "ph", "done")]])
@@ -313,7 +314,7 @@ class Intake:
         elif action == "ph":
             await self.advance()
         elif action == "lc":
-            grids = await org.children(self.session, int(arg), kind="grid") if arg.isdigit() else []
+            grids = await org.children(self.session, parse_id(arg), kind="grid") if parse_id(arg) else []
             if not grids:
                 return Reply(alert=t._("This button is no longer active."))
             buttons = [Button(org.display_name(g, t.locale), "lg", str(g.id)) for g in grids]
@@ -328,7 +329,7 @@ class Intake:
         elif action == "lb":
             self.say(t._("Communities:"), buttons=await self.community_buttons())
         elif action == "lg":
-            grid = await self.session.get(Unit, int(arg)) if arg.isdigit() else None
+            grid = await self.session.get(Unit, parse_id(arg)) if parse_id(arg) else None
             if grid is None or grid.kind != "grid":
                 return Reply(alert=t._("This button is no longer active."))
             self.update(grid_id=grid.id, location=None, address=None)
@@ -337,7 +338,7 @@ class Intake:
             self.goto("confirm" if self.draft.get("editing") else "contact")
             await self.prompt()
         elif action == "mt":
-            ticket = await self.session.get(Ticket, int(arg)) if arg.isdigit() else None
+            ticket = await self.session.get(Ticket, parse_id(arg)) if parse_id(arg) else None
             if ticket is None or ticket.id not in [c.id for c, _ in await self.candidates()]:
                 return Reply(alert=t._("This button is no longer active."))
             draft = dict(self.draft)

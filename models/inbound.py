@@ -14,7 +14,7 @@ from .context import Core
 from .dialogue import DIALOGUE_ACTIONS, load, open_intake, store_photo
 from .photos import PhotoError
 from .i18n import LOCALES, Translator
-from .inputs import Input, Reply
+from .inputs import Input, Reply, parse_id
 from .lifecycle import OPEN, STATE_LABELS, State, TransitionError
 from .messages import Button, OutMessage, enqueue
 from .tables import ChatBinding, Person, Role, Ticket, Unit
@@ -174,8 +174,8 @@ async def on_button(session: AsyncSession, core: Core, person: Person, t: Transl
         return await votes.on_button(session, core, person, t, inp)
     if inp.action in whistle.WHISTLE_ACTIONS:
         return await whistle.on_button(session, core, person, t, inp)
-    if inp.action in ("my", "ad", "uf") and inp.arg.isdigit():
-        ticket = await session.get(Ticket, int(inp.arg))
+    if inp.action in ("my", "ad", "uf") and parse_id(inp.arg):
+        ticket = await session.get(Ticket, parse_id(inp.arg))
         if ticket is None or person.id not in await follow.audience(session, ticket):
             return stale
         return await my_ticket(session, core, person, t, inp, ticket)
@@ -193,8 +193,8 @@ async def on_button(session: AsyncSession, core: Core, person: Person, t: Transl
         say(session, core, inp, t._("Language set to English.") if t.is_en else t._(
             "Language set to Simplified Chinese."), keyboard=main_keyboard(t) if inp.private else None)
         return Reply()
-    if inp.action == "bind" and inp.arg.isdigit():
-        return await bind(session, core, person, t, inp, int(inp.arg))
+    if inp.action == "bind" and parse_id(inp.arg):
+        return await bind(session, core, person, t, inp, parse_id(inp.arg))
     return stale
 
 
@@ -211,7 +211,9 @@ async def my_ticket(session, core: Core, person: Person, t: Translator, inp: Inp
                                     number=ticket.number), force_reply=True)
         return Reply()
     if inp.action == "uf":
-        await follow.unfollow(session, ticket, person.id)
+        if not await follow.unfollow(session, ticket, person.id):
+            return Reply(alert=t._("This button is no longer active."))
+        await tickets.refresh_cards(session, core, ticket)
         say(session, core, inp, t._("You no longer follow #{number}.", number=ticket.number))
         return Reply()
     buttons = []

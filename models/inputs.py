@@ -6,6 +6,14 @@ from dataclasses import dataclass, field
 from .messages import Target
 
 
+def parse_id(text: str) -> int | None:
+    """A row id from button data, or None: only plain ASCII digits of sane length (a
+    forged "²" or a 30-digit number must not reach the database)."""
+    if 0 < len(text) <= 15 and text.isascii() and text.isdigit():
+        return int(text)
+    return None
+
+
 @dataclass(frozen=True)
 class Sender:
     channel: str

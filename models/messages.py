@@ -14,6 +14,11 @@ from .tables import Outbox
 CALLBACK_LIMIT = 64  # bytes, Telegram's limit for callback data
 
 
+def utf16_len(text: str) -> int:
+    """Length as Telegram (and JavaScript) count it: UTF-16 code units."""
+    return len(text.encode("utf-16-le")) // 2
+
+
 @dataclass(frozen=True)
 class Button:
     """An inline button: a label and an action the core understands ("claim", 17)."""

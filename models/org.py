@@ -9,6 +9,8 @@ staff added by commands), and chat bindings for chats the file does not mention.
 """
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import json
 from dataclasses import astuple, dataclass, fields
 from datetime import datetime
@@ -194,10 +196,14 @@ async def units_of_kind(session: AsyncSession, kind: str) -> list[Unit]:
     return list(await session.scalars(select(Unit).where(Unit.kind == kind).order_by(Unit.code)))
 
 
-async def chats_of_unit(session: AsyncSession, unit_id: int, channel: str | None = None) -> list[ChatBinding]:
+async def chats_of_unit(session: AsyncSession, unit_id: int, channel: str | None = None,
+                        channels: Collection[str] | None = None) -> list[ChatBinding]:
+    """The unit's bound chats, on one channel or on those in ``channels`` (the running ones)."""
     query = select(ChatBinding).where(ChatBinding.unit_id == unit_id)
     if channel is not None:
         query = query.where(ChatBinding.channel == channel)
+    if channels is not None:
+        query = query.where(ChatBinding.channel.in_(list(channels)))
     return list(await session.scalars(query.order_by(ChatBinding.id)))
 
 

@@ -1,6 +1,7 @@
 """Who is talking: channel identities resolved to people, and where to reach them."""
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 
 from sqlalchemy import select
@@ -35,10 +36,12 @@ async def resolve(session: AsyncSession, sender: Sender, now: datetime) -> tuple
     return person, identity
 
 
-async def private_targets(session: AsyncSession, person_id: int) -> list[tuple[Target, Identity]]:
-    """Each channel on which we can write to this person privately."""
+async def private_targets(session: AsyncSession, person_id: int,
+                          channels: Collection[str]) -> list[tuple[Target, Identity]]:
+    """Each running channel on which we can write to this person privately."""
     rows = await session.scalars(select(Identity).where(
-        Identity.person_id == person_id, Identity.blocked.is_(False)))
+        Identity.person_id == person_id, Identity.blocked.is_(False),
+        Identity.channel.in_(list(channels))))
     return [(Target(i.channel, i.external_id), i) for i in rows]
 
 

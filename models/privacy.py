@@ -12,26 +12,47 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import String, cast, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .context import Core
 from .lifecycle import FINAL
-from .tables import Dialogue, Follower, Identity, Media, Person, Ticket
+from .tables import Dialogue, Follower, Identity, Media, MessageRef, Outbox, Person, Ticket
 
 
 async def forget(session: AsyncSession, core: Core, person: Person) -> None:
+    """Erase a resident's personal data; their tickets stay, anonymous."""
+    from . import tickets  # the cards they appear on are redrawn
+
     now = core.now()
+    phones = {p for p in [person.phone, *await session.scalars(select(Ticket.contact_phone).where(
+        Ticket.reporter_id == person.id, Ticket.contact_phone.is_not(None)))] if p}
     person.name, person.phone, person.locale, person.forgotten_at = (
         f"resident-{person.id}", None, None, now)
-    identities = list(await session.scalars(select(Identity).where(Identity.person_id == person.id)))
-    for identity in identities:
-        identity.external_id = f"forgotten-{identity.id}"
-        identity.language_code, identity.blocked = None, True
-    await session.execute(update(Ticket).where(Ticket.reporter_id == person.id)
-                          .values(contact_phone=None, anonymous=True))
-    await session.execute(delete(Dialogue).where(Dialogue.person_id == person.id))
+    for identity in await session.scalars(select(Identity).where(Identity.person_id == person.id)):
+        pseudonym = f"forgotten-{identity.id}"
+        for table in (Outbox, MessageRef):  # the chat id goes from what was sent, too
+            await session.execute(update(table).where(
+                table.channel == identity.channel, table.chat_id == identity.external_id)
+                .values(chat_id=pseudonym))
+        identity.external_id, identity.language_code, identity.blocked = pseudonym, None, True
+    for phone in phones:  # e.g. "Reporter's phone for #…" sent to the handler
+        rows = await session.scalars(select(Outbox).where(
+            cast(Outbox.payload, String).like(f"%{phone}%")))
+        for row in rows:
+            row.payload = {**row.payload, "text": row.payload.get("text", "").replace(phone, "—")}
+    followed = list(await session.scalars(select(Follower.ticket_id).where(
+        Follower.person_id == person.id)))
     await session.execute(delete(Follower).where(Follower.person_id == person.id))
+    await session.execute(update(Ticket).where(Ticket.id.in_(followed))
+                          .values(followers=Ticket.followers - 1))
+    await session.execute(delete(Dialogue).where(Dialogue.person_id == person.id))
+    reported = list(await session.scalars(select(Ticket).where(Ticket.reporter_id == person.id)))
+    for ticket in reported:
+        ticket.contact_phone, ticket.anonymous = None, True
+    await session.flush()
+    for ticket in [*reported, *[await session.get(Ticket, i) for i in followed]]:
+        await tickets.refresh_cards(session, core, ticket)
 
 
 async def expired_photos(session: AsyncSession, core: Core, now: datetime) -> list[str]:

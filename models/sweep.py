@@ -54,15 +54,16 @@ class Batch:
 
 
 async def sweep(session: AsyncSession, core: Core, now: datetime) -> SweepResult:
-    query = (select(Timer).where(Timer.next_at <= now).order_by(Timer.next_at, Timer.id)
-             .limit(BATCH))
+    query = (select(Timer).where(Timer.next_at <= now, Timer.paused_at.is_(None))
+             .order_by(Timer.next_at, Timer.id).limit(BATCH))
     if session.bind.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
     result, batch = SweepResult(), Batch()
     for timer in list(await session.scalars(query)):
         ticket = await session.get(Ticket, timer.ticket_id)
         result.timers += 1
-        if ticket.order_type != "emergency" and core.quiet.contains(now):
+        urgent = ticket.order_type == "emergency" and timer.kind != "vote"
+        if not urgent and core.quiet.contains(now):  # residents' votes wait for the day too
             timer.next_at = core.quiet.end_after(now)
             result.held_quiet += 1
             continue
@@ -165,13 +166,13 @@ async def remind(session, core: Core, batch: Batch, timer: Timer, ticket: Ticket
 async def flush(session, core: Core, batch: Batch) -> None:
     for person_id, lines in batch.reminders.items():
         person = await session.get(Person, person_id)
-        for target, identity in await private_targets(session, person_id):
+        for target, identity in await private_targets(session, person_id, core.channels):
             t = core.i18n.get(core.i18n.pick(person.locale, identity.language_code))
             body = "\n".join(t._(text, number=number, due=core.local(due).strftime("%m-%d %H:%M"))
                              for text, number, due in lines)
             enqueue(session, target, OutMessage(text=t._("Deadlines:") + "\n" + body), core.now())
     for unit_id, lines in batch.alerts.items():
-        for chat in await org.chats_of_unit(session, unit_id):
+        for chat in await org.chats_of_unit(session, unit_id, channels=core.channels):
             for page in board.paginate(core.i18n.get(None)._("Missed deadlines:"), lines):
                 enqueue(session, Target(chat.channel, chat.chat_id), OutMessage(text=page), core.now())
     for unit_id in sorted(batch.units):

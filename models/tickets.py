@@ -12,14 +12,24 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from . import cards, deadlines, follow, org, votes, whistle
 from .cards import card_message, notify_reporter, role_label
 from .context import Core
-from .lifecycle import FINAL, LEVELS, OPEN, STATE_LABELS, Action, State, TransitionError, check, sources
+from .i18n import N_
+from .lifecycle import FINAL, LEVELS, OPEN, STATE_LABELS, WORKING, Action, State, TransitionError, check, sources
 from .messages import OutMessage, Target, enqueue
 from .people import load_dialogue, private_targets
 from .tables import Media, MessageRef, Person, Ticket, TicketCounter, TicketEvent, Unit
 
 
 class Denied(Exception):
-    """The person may not do this; the message says why, in their language."""
+    """The person may not do this. Carries the untranslated reason, so whoever answers
+    the person translates it into their language."""
+
+    def __init__(self, message: str, **params):
+        super().__init__(message)
+        self.message, self.params = message, params
+
+    def text(self, t) -> str:
+        params = {k: t._(v) if k == "state" else v for k, v in self.params.items()}
+        return t._(self.message, **params)
 
 
 # ---- numbering -------------------------------------------------------------------------
@@ -118,10 +128,10 @@ def route_draft(core: Core, draft: dict) -> tuple[int | None, str]:
 async def post_card(session: AsyncSession, core: Core, ticket: Ticket, unit_id: int) -> None:
     """Post the ticket (album, pin, card with buttons) to every chat bound to ``unit_id``;
     when a unit has no chat, the duty chat gets it so nothing is silently lost."""
-    chats = await org.chats_of_unit(session, unit_id)
+    chats = await org.chats_of_unit(session, unit_id, channels=core.channels)
     if not chats:
         duty = await duty_unit(session, core)
-        chats = await org.chats_of_unit(session, duty.id)
+        chats = await org.chats_of_unit(session, duty.id, channels=core.channels)
     photos = list(await session.scalars(select(Media.id).where(
         Media.ticket_id == ticket.id, Media.kind == "report").order_by(Media.id)))
     for chat in chats:
@@ -152,12 +162,11 @@ async def refresh_cards(session: AsyncSession, core: Core, ticket: Ticket) -> No
 async def reroute(session: AsyncSession, core: Core, actor: Person, ticket: Ticket,
                   grid_id: int) -> None:
     """Dispatch re-routes a waiting or returned ticket to a grid."""
-    t = core.i18n.get(actor.locale)
     if not await org.has_role_at_or_above(session, actor.id, ticket.unit_id):
-        raise Denied(t._("Only the dispatch centre can route this ticket."))
+        raise Denied(N_("Only the dispatch centre can route this ticket."))
     grid = await session.get(Unit, grid_id)
     if grid is None or grid.kind != "grid":
-        raise Denied(t._("That grid no longer exists."))
+        raise Denied(N_("That grid no longer exists."))
     now = core.now()
     previous = await transition(session, ticket, Action.ROUTE, now, unit_id=grid.id,
                                 grid_id=grid.id, level="grid", assignee_id=None,
@@ -172,30 +181,30 @@ async def reroute(session: AsyncSession, core: Core, actor: Person, ticket: Tick
 # ---- the grid's actions ------------------------------------------------------------------
 
 async def claim(session: AsyncSession, core: Core, actor: Person, ticket: Ticket) -> None:
-    t = core.i18n.get(actor.locale)
     if not await org.has_role_at_or_above(session, actor.id, ticket.unit_id):
-        raise Denied(t._("Only staff of this grid or above can claim this ticket."))
+        raise Denied(N_("Only staff of this grid or above can claim this ticket."))
     if ticket.state not in sources(Action.CLAIM):
-        raise Denied(await _taken_message(session, core, t, ticket))
+        raise await _taken(session, ticket)
     now = core.now()
     try:
         previous = await transition(session, ticket, Action.CLAIM, now, assignee_id=actor.id,
                                     claimed_at=now)
     except TransitionError:
         await session.refresh(ticket)
-        raise Denied(await _taken_message(session, core, t, ticket)) from None
+        raise await _taken(session, ticket) from None
     audit(session, ticket, actor.id, "claimed", now, previous)
     await deadlines.after(session, core, ticket, Action.CLAIM)
     await refresh_cards(session, core, ticket)
     await notify_reporter(session, core, ticket, "claimed", actor=actor)
 
 
-async def _taken_message(session, core, t, ticket: Ticket) -> str:
-    if ticket.assignee_id:
+async def _taken(session, ticket: Ticket) -> Denied:
+    """Why a claim did not go through: someone has it, or it is past claiming."""
+    if ticket.assignee_id and ticket.state in [x.value for x in WORKING]:
         who = await session.get(Person, ticket.assignee_id)
-        return t._("Already claimed by {name}.", name=who.name)
-    return t._("This ticket can no longer be claimed ({state}).",
-               state=t._(STATE_LABELS[State(ticket.state)]))
+        return Denied(N_("Already claimed by {name}."), name=who.name)
+    return Denied(N_("This ticket can no longer be claimed ({state})."),
+                  state=STATE_LABELS[State(ticket.state)])
 
 
 async def may_work(session: AsyncSession, actor: Person, ticket: Ticket) -> bool:
@@ -252,10 +261,9 @@ async def return_ticket(session: AsyncSession, core: Core, actor: Person, ticket
 async def escalate(session: AsyncSession, core: Core, actor: Person | None, ticket: Ticket,
                    reason: str | None) -> Unit:
     """Whistle one level up: grid → community → street; the upper chat gets a card to claim."""
-    t = core.i18n.get(actor.locale if actor else None)
     unit = await session.get(Unit, ticket.unit_id)
     if unit.parent_id is None or unit.kind not in ("grid", "community"):
-        raise Denied(t._("This ticket is already at the top level."))
+        raise Denied(N_("This ticket is already at the top level."))
     upper = await session.get(Unit, unit.parent_id)
     now = core.now()
     previous = await transition(session, ticket, Action.ESCALATE, now, unit_id=upper.id,
@@ -282,7 +290,7 @@ async def reopen(session: AsyncSession, core: Core, actor: Person | None, ticket
     await deadlines.after(session, core, ticket, Action.REOPEN)
     await refresh_cards(session, core, ticket)
     t = core.i18n.get(None)
-    for chat in await org.chats_of_unit(session, ticket.unit_id):
+    for chat in await org.chats_of_unit(session, ticket.unit_id, channels=core.channels):
         enqueue(session, Target(chat.channel, chat.chat_id), OutMessage(text=t._(
             "🔁 #{number} was reopened: the resident says it is not solved.",
             number=ticket.number)), now)
@@ -305,9 +313,8 @@ async def close(session: AsyncSession, core: Core, actor: Person | None, ticket:
 async def change_type(session: AsyncSession, core: Core, actor: Person, ticket: Ticket,
                       order_type: str) -> None:
     """Triage: whoever holds the ticket (or is above it) changes its order type."""
-    t = core.i18n.get(actor.locale)
     if not await org.has_role_at_or_above(session, actor.id, ticket.unit_id):
-        raise Denied(t._("Only staff of this unit or above can change the order type."))
+        raise Denied(N_("Only staff of this unit or above can change the order type."))
     if ticket.state not in [s.value for s in OPEN] or order_type == ticket.order_type:
         raise TransitionError("nothing to change")
     previous_type = ticket.order_type
@@ -351,7 +358,7 @@ async def answer_resident(session: AsyncSession, core: Core, reporter: Person, t
     await refresh_cards(session, core, ticket)
     if ticket.assignee_id:
         assignee = await session.get(Person, ticket.assignee_id)
-        for target, identity in await private_targets(session, assignee.id):
+        for target, identity in await private_targets(session, assignee.id, core.channels):
             t = core.i18n.get(core.i18n.pick(assignee.locale, identity.language_code))
             enqueue(session, target, OutMessage(text=t._(
                 "💬 The resident answered on #{number}: {answer}", number=ticket.number,
@@ -364,7 +371,7 @@ async def notify_whistler(session, core: Core, ticket: Ticket, actor: Person, no
         return
     t = core.i18n.get(None)
     holder = await session.get(Unit, ticket.unit_id)
-    for chat in await org.chats_of_unit(session, ticket.whistler_unit_id):
+    for chat in await org.chats_of_unit(session, ticket.whistler_unit_id, channels=core.channels):
         enqueue(session, Target(chat.channel, chat.chat_id), OutMessage(text=t._(
             "📣 {unit} on #{number}: {note}", unit=org.display_name(holder, t.locale),
             number=ticket.number, note=note)), core.now())
@@ -398,9 +405,9 @@ async def add_info(session: AsyncSession, core: Core, person: Person, ticket: Ti
     text = t._("💬 More information on #{number}: {note}", number=ticket.number, note=note)
     if ticket.assignee_id:
         assignee = await session.get(Person, ticket.assignee_id)
-        targets = [target for target, _ in await private_targets(session, assignee.id)]
+        targets = [target for target, _ in await private_targets(session, assignee.id, core.channels)]
     else:
-        targets = [Target(c.channel, c.chat_id) for c in await org.chats_of_unit(session, ticket.unit_id)]
+        targets = [Target(c.channel, c.chat_id) for c in await org.chats_of_unit(session, ticket.unit_id, channels=core.channels)]
     for target in targets:
         enqueue(session, target, OutMessage(text=text, photos=[media_id] if media_id else []),
                 core.now())
@@ -409,12 +416,11 @@ async def add_info(session: AsyncSession, core: Core, person: Person, ticket: Ti
 async def close_duplicate(session: AsyncSession, core: Core, actor: Person, ticket: Ticket,
                           original: Ticket) -> None:
     """Staff close a ticket as a duplicate: its reporter and followers move to the original."""
-    t = core.i18n.get(actor.locale)
     if not await org.has_role_at_or_above(session, actor.id, ticket.unit_id):
-        raise Denied(t._("Only staff of this unit or above can close this ticket."))
+        raise Denied(N_("Only staff of this unit or above can close this ticket."))
     if original.id == ticket.id or original.state in [s.value for s in FINAL]:
-        raise Denied(t._("#{number} cannot be the original: choose an open ticket.",
-                         number=original.number))
+        raise Denied(N_("#{number} cannot be the original: choose an open ticket."),
+                     number=original.number)
     now = core.now()
     people = await follow.audience(session, ticket)
     previous = await transition(session, ticket, Action.CLOSE_DUPLICATE, now, closed_at=now,
@@ -439,11 +445,10 @@ async def close_not_fixed(session: AsyncSession, core: Core, actor: Person, tick
                           reason: str, note: str) -> None:
     """An honest end: not fixable, not our responsibility, or referred elsewhere — with the
     reason shown to the resident. It never counts as resolved."""
-    t = core.i18n.get(actor.locale)
     if reason not in CLOSE_REASONS:
-        raise Denied(t._("This button is no longer active."))
+        raise Denied(N_("This button is no longer active."))
     if not await org.has_role_at_or_above(session, actor.id, ticket.unit_id):
-        raise Denied(t._("Only staff of this unit or above can close this ticket."))
+        raise Denied(N_("Only staff of this unit or above can close this ticket."))
     now = core.now()
     previous = await transition(session, ticket, Action.CLOSE_NOT_FIXED, now, closed_at=now,
                                 close_reason=reason, close_note=note)

@@ -14,7 +14,7 @@ from . import follow, tickets
 from .context import Core
 from .deadlines import finish
 from .i18n import N_, Translator
-from .inputs import Input, Reply
+from .inputs import Input, Reply, parse_id
 from .lifecycle import State, TransitionError
 from .messages import Button, OutMessage, enqueue
 from .people import load_dialogue, private_targets
@@ -44,7 +44,7 @@ async def voters(session: AsyncSession, ticket: Ticket) -> list[int]:
 async def ask(session: AsyncSession, core: Core, ticket: Ticket, reminder: bool = False) -> None:
     for person_id in await voters(session, ticket):
         person = await session.get(Person, person_id)
-        for target, identity in await private_targets(session, person_id):
+        for target, identity in await private_targets(session, person_id, core.channels):
             t = core.i18n.get(core.i18n.pick(person.locale, identity.language_code))
             text = (t._("⏰ Reminder: is the problem in report {number} solved?", number=ticket.number)
                     if reminder else
@@ -58,7 +58,7 @@ async def on_button(session: AsyncSession, core: Core, person: Person, t: Transl
                     inp: Input) -> Reply:
     stale = Reply(alert=t._("This button is no longer active."))
     ticket_arg, _, choice = inp.arg.partition(".")
-    ticket = await session.get(Ticket, int(ticket_arg)) if ticket_arg.isdigit() else None
+    ticket = await session.get(Ticket, parse_id(ticket_arg)) if parse_id(ticket_arg) else None
     if ticket is None or person.id not in await voters(session, ticket):
         return stale
     if ticket.state not in (State.RESOLVED, State.CLOSED, State.REOPENED):
@@ -73,6 +73,9 @@ async def on_button(session: AsyncSession, core: Core, person: Person, t: Transl
         session.add(vote)
     if inp.action == "vs" and choice in ("0", "1"):
         vote.solved, vote.updated_at = choice == "1", now
+        if not vote.solved:  # "not solved" reopens at once; how satisfied is optional
+            await session.flush()
+            await settle(session, core, person, ticket, vote)
         enqueue(session, inp.chat, OutMessage(
             text=t._("How satisfied are you with how report {number} was handled?",
                      number=ticket.number), buttons=satisfaction_buttons(t, ticket.id)), now)
@@ -99,8 +102,9 @@ async def settle(session: AsyncSession, core: Core, person: Person, ticket: Tick
         if content and ticket.state == State.RESOLVED:
             await tickets.close(session, core, person, ticket)
         elif not content and ticket.state in (State.RESOLVED, State.CLOSED):
-            await tickets.reopen(session, core, person, ticket,
-                                 core.i18n.get(None)._(SATISFACTION_LABELS[vote.satisfaction]))
+            reason = (SATISFACTION_LABELS[vote.satisfaction] if vote.satisfaction
+                      else N_("Not solved"))
+            await tickets.reopen(session, core, person, ticket, core.i18n.get(None)._(reason))
     except TransitionError:
         pass  # a concurrent change already moved the ticket; the vote itself is kept
 

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from . import deadlines, org, tickets
 from .context import Core
 from .i18n import Translator
-from .inputs import Input, Reply
+from .inputs import Input, Reply, parse_id
 from .lifecycle import Action, TransitionError, sources
 from .messages import Button, OutMessage, Target, enqueue
 from .people import load_dialogue
@@ -28,7 +28,7 @@ async def on_button(session: AsyncSession, core: Core, person: Person, t: Transl
                     inp: Input) -> Reply:
     stale = Reply(alert=t._("This button is no longer active."))
     ticket_arg, _, extra = inp.arg.partition(".")
-    ticket = await session.get(Ticket, int(ticket_arg)) if ticket_arg.isdigit() else None
+    ticket = await session.get(Ticket, parse_id(ticket_arg)) if parse_id(ticket_arg) else None
     if ticket is None:
         return stale
     if inp.action == "duty":
@@ -45,16 +45,23 @@ async def on_button(session: AsyncSession, core: Core, person: Person, t: Transl
     draft = row.pending if (row.pending or {}).get("action") == "whistle" and \
         row.pending.get("ticket") == ticket.id else {"action": "whistle", "ticket": ticket.id,
                                                      "lead": None, "coop": []}
-    if inp.action == "wl" and extra.isdigit():
-        draft = {**draft, "lead": int(extra), "coop": [c for c in draft["coop"] if c != int(extra)]}
-    elif inp.action == "wc" and extra.isdigit() and draft.get("lead"):
+    departments = {d.id for d in await org.units_of_kind(session, "department")}
+    choice = parse_id(extra)
+    if inp.action == "wl" and choice in departments:
+        draft = {**draft, "lead": choice, "coop": [c for c in draft["coop"] if c != choice]}
+    elif inp.action == "wc" and choice in departments and draft.get("lead"):
         coop = list(draft["coop"])
-        coop.remove(int(extra)) if int(extra) in coop else coop.append(int(extra))
+        coop.remove(choice) if choice in coop else coop.append(choice)
         draft = {**draft, "coop": coop}
     elif inp.action == "ws" and draft.get("lead"):
         row.pending = None
-        await whistle(session, core, person, ticket, holder, draft["lead"], draft["coop"])
+        try:
+            await whistle(session, core, person, ticket, holder, draft["lead"], draft["coop"])
+        except TransitionError:
+            return stale
         return Reply(alert=t._("Whistle blown for #{number}.", number=ticket.number))
+    elif inp.action != "whistle":
+        return stale
     row.pending = draft
     await _menu(session, core, ticket, inp.chat, person, draft)
     return Reply()
@@ -88,11 +95,13 @@ async def whistle(session: AsyncSession, core: Core, actor: Person, ticket: Tick
     lead = await session.get(Unit, lead_id)
     if lead is None or lead.kind != "department":
         raise TransitionError("no such department")
+    departments = {d.id for d in await org.units_of_kind(session, "department")}
+    coop_ids = [c for c in coop_ids if c in departments and c != lead.id]
     now = core.now()
     previous = await tickets.transition(session, ticket, Action.WHISTLE, now, unit_id=lead.id,
                                         level="department", assignee_id=None, claimed_at=None,
                                         whistler_unit_id=holder.id)
-    for unit_id, role in [(lead.id, "lead"), *[(c, "coop") for c in coop_ids if c != lead.id]]:
+    for unit_id, role in [(lead.id, "lead"), *[(c, "coop") for c in coop_ids]]:
         session.add(Assignment(ticket_id=ticket.id, unit_id=unit_id, role=role,
                                whistler_unit_id=holder.id, whistled_by=actor.id, state="waiting",
                                created_at=now))
@@ -127,7 +136,7 @@ async def report_for_duty(session, core: Core, person: Person, t: Translator, ti
                   data={"unit": unit.code})
     await tickets.refresh_cards(session, core, ticket)
     group_t = core.i18n.get(None)
-    for chat in await org.chats_of_unit(session, assignment.whistler_unit_id):
+    for chat in await org.chats_of_unit(session, assignment.whistler_unit_id, channels=core.channels):
         enqueue(session, Target(chat.channel, chat.chat_id), OutMessage(text=group_t._(
             "📣 {unit} reported for duty on #{number}.", unit=org.display_name(unit, group_t.locale),
             number=ticket.number)), now)
@@ -141,7 +150,7 @@ async def ask_rating(session: AsyncSession, core: Core, ticket: Ticket) -> None:
     t = core.i18n.get(None)
     department = await session.get(Unit, ticket.unit_id)
     buttons = [[Button("⭐" * n, "rate", f"{ticket.id}.{n}") for n in range(1, 6)]]
-    for chat in await org.chats_of_unit(session, ticket.whistler_unit_id):
+    for chat in await org.chats_of_unit(session, ticket.whistler_unit_id, channels=core.channels):
         enqueue(session, Target(chat.channel, chat.chat_id), OutMessage(text=t._(
             "{unit} resolved #{number}. Rate its response (one whistle, one rating):",
             unit=org.display_name(department, t.locale), number=ticket.number), buttons=buttons),
@@ -150,7 +159,7 @@ async def ask_rating(session: AsyncSession, core: Core, ticket: Ticket) -> None:
 
 async def rate(session, core: Core, person: Person, t: Translator, ticket: Ticket, inp: Input,
                extra: str) -> Reply:
-    if ticket.whistler_unit_id is None or not extra.isdigit() or not 1 <= int(extra) <= 5:
+    if ticket.whistler_unit_id is None or extra not in ("1", "2", "3", "4", "5"):
         return Reply(alert=t._("This button is no longer active."))
     if not await org.has_role_at_or_above(session, person.id, ticket.whistler_unit_id):
         return Reply(alert=t._("Only the unit that whistled can rate."), show_alert=True)

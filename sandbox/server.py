@@ -51,7 +51,7 @@ from bot.config import Config
 from models.org_file import OrgSpec, load_org_file
 from sandbox.botapi import MAX_TEXT_LENGTH, MAX_UPLOAD_BYTES, FakeBotApi
 
-__all__ = ["Sandbox", "run_sandbox", "sandbox_config", "SANDBOX_TOKEN", "RESIDENTS"]
+__all__ = ["Sandbox", "run_sandbox", "sandbox_config", "sandbox_paths", "SANDBOX_TOKEN", "RESIDENTS"]
 
 log = logging.getLogger("sandbox")
 
@@ -317,7 +317,8 @@ class Sandbox:
                 "role_label": f"{zh} {en}", "language": person.language,
                 "units": [{"code": code, "name": self.unit_names.get(code, code),
                            "name_en": self.unit_names_en.get(code, code)} for code in person.units],
-                "label": person.label(self.unit_names), "chats": list(person.chats)}
+                "label": person.label(self.unit_names),
+                "chats": [self.chat_info(chat) for chat in person.chats]}
 
     # -- messages as the page sees them
 

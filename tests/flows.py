@@ -4,10 +4,10 @@ the database. Group chats speak zh_Hans, so tests look at callback data, ticket
 numbers, names and rows rather than at (still changing) Chinese wording."""
 from __future__ import annotations
 
-import asyncio
+import io
 from dataclasses import dataclass
 
-import pytest
+from PIL import Image
 from sqlalchemy import func, select
 
 from models.tables import Identity, Media, Outbox, Ticket, TicketEvent
@@ -20,7 +20,15 @@ G01_CHAT = -100101
 G02_CHAT = -100102
 C1_CHAT = -100201
 DUTY_CHAT = -100301
-JPEG = b"\xff\xd8\xff\xe0" + b"photo-bytes" * 50
+
+
+def photo_bytes(seed: int = 0) -> bytes:
+    """A small real JPEG, different for each seed (the bot re-encodes photos it stores)."""
+    image = Image.new("RGB", (64, 48), ((seed * 37) % 256, (seed * 91) % 256, (seed * 53) % 256))
+    out = io.BytesIO()
+    image.save(out, "JPEG")
+    return out.getvalue()
+
 
 DESCRIPTION = "Rubbish has been piling up by the gate for three days"
 
@@ -79,7 +87,7 @@ async def file_report(api, whistle, resident, *, point=G01, category: str = "gar
     msg = await api.wait_message(me, after=after, predicate=has_button("ph:"))
     for i in range(photos):
         after = last_id(api, me)
-        api.user_sends_photo(me, me, JPEG + bytes([i]))
+        api.user_sends_photo(me, me, photo_bytes(i))
         msg = await api.wait_message(me, after=after)
     after = last_id(api, me)
     if photos < whistle.config.intake.max_photos:
@@ -90,7 +98,12 @@ async def file_report(api, whistle, resident, *, point=G01, category: str = "gar
         api.user_sends_location(me, me, *point)
     else:
         api.user_sends_text(me, me, "12 Nowhere Lane, next to the lake")
-    await api.wait_message(me, after=after, contains="contact you")  # the contact step
+    msg = await api.wait_message(me, after=after, predicate=lambda m: "contact you" in body(m)
+                                 or "mn" in buttons(m))
+    if "mn" in buttons(msg):  # "me too?": open reports of this category nearby; file anew
+        after = last_id(api, me)
+        api.user_presses(me, me, msg["message_id"], "mn")
+        await api.wait_message(me, after=after, contains="contact you")  # the contact step
     after = last_id(api, me)
     if contact == "phone":
         api.user_sends_contact(me, me, phone, "Me", contact_user_id=me)
@@ -208,38 +221,3 @@ async def count(whistle, model, *where) -> int:
 def group_text(whistle, message: str, **params) -> str:
     """A text as group chats show it now (the zh_Hans catalog is still being translated)."""
     return whistle.i18n.get(None)._(message, **params)
-
-
-# ---- fixtures -----------------------------------------------------------------------------
-
-async def stop_sender_firmly(sender, tries: int = 50) -> bool:
-    """Cancel the sender's loop until it really ends; True if one cancel was not enough.
-
-    Sender._loop waits with asyncio.wait_for(self._wake.wait(), 1.0); on Python 3.11 a
-    cancel that arrives as the wake-up completes is swallowed, and the sender is woken
-    all the time (every Database.run, even its own read, calls wake()), so Sender.stop()
-    can wait forever (see test_robustness.py::test_idle_sender_does_not_spin)."""
-    task = sender._task
-    for attempt in range(tries):
-        if task is None or task.done():
-            return attempt > 1
-        task.cancel()
-        await asyncio.wait([task], timeout=0.2)
-    return True
-
-
-@pytest.fixture(autouse=True)
-async def quiet_service(whistle, api):
-    """Before the service stops: let the sender finish what it is delivering, then stop it.
-
-    Whistle.stop() shuts the Telegram application down before it stops the sender (sends
-    in flight are cut off and orphaned, see test_robustness.py::test_stop_while_sending),
-    and Sender.stop() can hang (see stop_sender_firmly). Tests that are about something
-    else should not trip over either, so the sender is stopped here, firmly, first."""
-    yield
-    try:
-        await api.wait_idle()
-    except AssertionError:
-        pass
-    if whistle.sender is not None:
-        await stop_sender_firmly(whistle.sender)

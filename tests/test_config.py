@@ -3,8 +3,11 @@ overrides; paths relative to the config's folder; and the command line's exit co
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -110,9 +113,9 @@ def test_environment_overrides_token_and_database_url(tmp_path):
 def test_relative_paths_are_taken_from_the_configs_folder(tmp_path, monkeypatch):
     folder = tmp_path / "etc" / "whistle"
     folder.mkdir(parents=True)
-    path = write(folder, "org_file = 'org/district.toml'\nmedia_dir = 'media'\n"
-                 "[database]\nurl = 'sqlite+aiosqlite:///var/whistle.db'\n" + CATEGORY)
-    monkeypatch.chdir(tmp_path)
+    write(folder, "org_file = 'org/district.toml'\nmedia_dir = 'media'\n"
+          "[database]\nurl = 'sqlite+aiosqlite:///var/whistle.db'\n" + CATEGORY)
+    monkeypatch.chdir(tmp_path)  # relative to the file, not to the working directory
     config = load_config(Path("etc/whistle/whistle.toml"), env={})
     assert config.org_file == folder / "org" / "district.toml"
     assert config.media_dir == folder / "media"
@@ -158,8 +161,40 @@ def test_check_config_with_a_good_file_exits_0():
     assert done.returncode == 0 and "is valid" in done.stdout, done
 
 
-def test_run_without_a_token_exits_3_and_explains_botfather():
-    done = run_cli("--config", "config.example.toml", "run")
-    assert done.returncode == 3, done
-    assert "BotFather" in done.stderr and "WHISTLE_TELEGRAM_TOKEN" in done.stderr
-    assert "Traceback" not in done.stderr
+def test_run_without_a_token_explains_botfather_then_serves_the_sandbox(tmp_path):
+    """No token: the BotFather steps are printed, then (since the sandbox arrived) `run` serves
+    the local sandbox instead of exiting 3; SIGTERM stops it cleanly."""
+    config = tmp_path / "config.toml"
+    config.write_text(EXAMPLE.replace('org_file = "samples/district/district.toml"',
+                                      f'org_file = "{ROOT / "samples" / "district" / "district.toml"}"'),
+                      encoding="utf-8")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WHISTLE_")}
+    python = str(PYTHON) if PYTHON.exists() else sys.executable
+    process = subprocess.Popen([python, "-m", "bot", "--config", str(config), "run", "--port", str(port)],
+                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        deadline = time.monotonic() + 30
+        serving = False
+        while not serving and process.poll() is None and time.monotonic() < deadline:
+            with socket.socket() as client:
+                client.settimeout(0.5)
+                serving = client.connect_ex(("127.0.0.1", port)) == 0
+            if not serving:
+                time.sleep(0.1)  # polling a child process's port, not the bot
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        try:
+            out, err = process.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            out, err = process.communicate()
+    assert "BotFather" in err and "WHISTLE_TELEGRAM_TOKEN" in err, err
+    assert "Traceback" not in err, err
+    assert serving, f"exit {process.returncode}; stdout: {out!r}"
+    assert process.returncode == 0 and str(port) in out
+    assert (tmp_path / "var").exists()  # its data go next to the config, not into the repo

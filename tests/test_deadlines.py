@@ -10,19 +10,19 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from sqlalchemy import select
 
 from bot.config import TimerOverride
 from models.calendar import Span
-from models.tables import MessageRef, TicketEvent, Timer
+from models.tables import Timer
 from scheduler.jobs import run_sweep
 
 from deadline_helpers import (
     C1_CHAT, CENTRE_CHAT, CHIEF_G01, CHIEF_G02, G01_CHAT, STREET_CHAT, SECRETARY_C1, alert_text,
     body, board_ref, bot_texts, buttons, claim, count, event_kinds, events_of, file_report,
     group_text, has_button, last_id, local, note, open_timer, person_id, press, sent_requests,
-    settle_before_stop, sweep_at, ticket_row, timers, unit_id, wait_card, wait_sent,
+    sweep_at, ticket_row, timers, unit_id, wait_card, wait_sent,
 )
+
 
 RESIDENT = 9001
 
@@ -455,7 +455,7 @@ async def test_asking_the_resident_pauses_timers_and_the_answer_moves_deadlines(
     ticket = await ticket_row(whistle, filed.id)
     assert ticket.waiting_since == local(2026, 11, 23, 11, 0)
     resolve = await open_timer(whistle, filed.id, "resolve")
-    assert (resolve.paused_at, resolve.next_at) == (local(2026, 11, 23, 11, 0), None)
+    assert resolve.paused_at == local(2026, 11, 23, 11, 0)  # the sweep skips paused timers
     assert "asked" in await event_kinds(whistle, filed.id)
     card = await api.wait_for(lambda: f"ask:{filed.id}" not in buttons(
         api.message(G01_CHAT, filed.card["message_id"])) and api.message(G01_CHAT, filed.card["message_id"]))
@@ -495,7 +495,7 @@ async def test_pause_on_an_emergency_moves_calendar_deadlines_by_the_pause(whist
     await _ask(api, whistle, filed, "Is the water still running?")
     for kind in ("onsite", "resolve"):
         timer = await open_timer(whistle, filed.id, kind)
-        assert (timer.paused_at, timer.next_at) == (local(2026, 11, 23, 10, 5), None)
+        assert timer.paused_at == local(2026, 11, 23, 10, 5)
     assert (await sweep_at(whistle, clock, local(2026, 11, 23, 12, 0))).timers == 0
 
     clock.now = local(2026, 11, 23, 12, 5)  # two hours later
@@ -509,6 +509,36 @@ async def test_pause_on_an_emergency_moves_calendar_deadlines_by_the_pause(whist
         local(2026, 11, 23, 12, 30), local(2026, 11, 23, 12, 15), local(2026, 11, 23, 12, 15))
     assert (resolve.due_at, resolve.warn_at) == (local(2026, 11, 24, 12, 0), local(2026, 11, 24, 7, 12))
     assert (await sweep_at(whistle, clock, local(2026, 11, 23, 12, 15))).warned == 1
+
+
+async def test_a_question_during_the_resolve_grace_pauses_the_grace_too(whistle, api, staff, clock):
+    """The resolve deadline was missed (Monday 10:00), the escalation is due after the 4 working
+    hours of grace (15:00). The assignee asks the resident at 11:00, who answers at 12:00: the
+    pause stops every timer, so the escalation moves by the pause (one working hour, to 16:00)
+    — it must not fire at the first sweep after the answer."""
+    filed = await file_report(api, whistle, RESIDENT)
+    await claim(api, CHIEF_G01, G01_CHAT, filed)
+    await sweep_at(whistle, clock, local(2026, 11, 30, 10, 0))
+    resolve = await open_timer(whistle, filed.id, "resolve")
+    assert (resolve.stage, resolve.next_at) == ("breached", local(2026, 11, 30, 15, 0))
+
+    clock.now = local(2026, 11, 30, 11, 0)
+    await _ask(api, whistle, filed, "Is the rubbish still there?")
+    assert (await open_timer(whistle, filed.id, "resolve")).paused_at == local(2026, 11, 30, 11, 0)
+    assert (await sweep_at(whistle, clock, local(2026, 11, 30, 15, 30))).timers == 0
+
+    clock.now = local(2026, 11, 30, 12, 0)
+    after = last_id(api, RESIDENT)
+    api.user_sends_text(RESIDENT, RESIDENT, "Yes, half of it is still there")
+    await api.wait_message(RESIDENT, after=after)
+    await api.wait_message(CHIEF_G01, contains="half of it")
+    result = await sweep_at(whistle, clock, local(2026, 11, 30, 12, 0))
+    ticket = await ticket_row(whistle, filed.id)
+    assert (result.escalated, ticket.level) == (0, "grid"), (
+        f"escalated at the first sweep after the answer; resolve timer next_at="
+        f"{(await open_timer(whistle, filed.id, 'resolve')).next_at}")
+    assert (await sweep_at(whistle, clock, local(2026, 11, 30, 15, 59))).escalated == 0
+    assert (await sweep_at(whistle, clock, local(2026, 11, 30, 16, 0))).escalated == 1
 
 
 # ---- changing the order type --------------------------------------------------------------
@@ -552,6 +582,9 @@ async def test_triage_changes_the_order_type_and_recomputes_deadlines(whistle, a
     assert (await sweep_at(whistle, clock, local(2026, 11, 23, 10, 5))).warned == 1
     assert (await sweep_at(whistle, clock, local(2026, 11, 23, 10, 10))).escalated == 1
     await wait_card(api, C1_CHAT, filed.id, prefix="claim:")
+    # The ticket's record of its first claim deadline (Ticket.claim_due_at, "the first claim
+    # deadline (response rate)") follows the new order type too.
+    assert (await ticket_row(whistle, filed.id)).claim_due_at == local(2026, 11, 23, 10, 10)
 
 
 # ---- two sweeps at once ---------------------------------------------------------------------

@@ -12,13 +12,12 @@ import logging
 from sqlalchemy import select, update
 
 from flows import (
-    C1_CHAT, DUTY_CHAT, G01_CHAT, G02_CHAT, JPEG, ask_note, body, button, buttons, card_now,
+    C1_CHAT, DUTY_CHAT, G01_CHAT, G02_CHAT, ask_note, body, button, buttons, card_now,
     claim, count, events, file_report, group_text, has_button, last_id, media_kinds, press,
-    reply_note, send_photo_reply, ticket_row, wait_card,
+    photo_bytes, reply_note, send_photo_reply, ticket_row, wait_card,
 )
-from flows import quiet_service  # noqa: F401 - autouse: the sender settles before stop
 from models import org, tickets
-from models.tables import ChatBinding, Dialogue, Identity, Person, Ticket, TicketEvent
+from models.tables import ChatBinding, Dialogue, Identity, Media, Person, Ticket, TicketEvent
 
 STALE = "This button is no longer active."
 
@@ -33,7 +32,7 @@ async def unit_id(whistle, code: str) -> int:
     return (await whistle.db.run(lambda s: org.unit_by_code(s, code))).id
 
 
-def no_errors(caplog) -> list[str]:
+def errors(caplog) -> list[str]:
     return [f"{r.name}: {r.getMessage()} {r.exc_info[1]!r}" if r.exc_info else f"{r.name}: {r.getMessage()}"
             for r in caplog.records if r.levelno >= logging.ERROR]
 
@@ -121,7 +120,7 @@ async def test_simultaneous_claims_in_the_core_have_one_winner(whistle, api, peo
     assert len(winners) == 1 and len(losers) == 1, results
     assert isinstance(losers[0], tickets.Denied), repr(losers[0])
     winner = await whistle.db.run(lambda s: s.get(Person, winners[0]))
-    assert winner.name in str(losers[0])
+    assert winner.name in losers[0].text(whistle.i18n.get("en"))
     assert (await ticket_row(whistle, filed.id)).assignee_id == winners[0]
     assert (await events(whistle, filed.id)).count("claimed") == 1
 
@@ -145,7 +144,7 @@ async def test_guarded_update_refuses_a_claim_read_before_another_won(whistle, a
         try:
             await tickets.claim(session, whistle.core, chief, ticket)
         except tickets.Denied as exc:
-            return str(exc)
+            return exc.text(whistle.i18n.get("en"))
         return None
 
     message = await whistle.db.run(act)
@@ -211,7 +210,7 @@ async def test_forged_callback_data_gets_a_polite_alert(whistle, api, people, ca
     assert unanswered == [], f"never answered (the handler raised): {unanswered}"
     for data, query in queries.items():
         assert api.callback_answers[query]["text"], data
-    assert no_errors(caplog) == []
+    assert errors(caplog) == []
     ticket = await ticket_row(whistle, filed.id)
     assert (ticket.state, ticket.assignee_id) == ("routed", None)
     assert await events(whistle, filed.id) == ["created"]
@@ -388,11 +387,13 @@ async def test_resolve_with_a_photo_reply_stores_proof_and_tells_the_resident(wh
     prompt = await ask_note(api, 1001, G01_CHAT, filed.card["message_id"], f"resolve:{filed.id}",
                             filed.number)
     after, after_resident = last_id(api, G01_CHAT), last_id(api, resident.id)
-    send_photo_reply(api, 1001, G01_CHAT, prompt["message_id"], JPEG + b"proof", caption="All cleared")
+    send_photo_reply(api, 1001, G01_CHAT, prompt["message_id"], photo_bytes(7), caption="All cleared")
     await api.wait_message(G01_CHAT, after=after)
     await api.wait_message(resident.id, after=after_resident, contains="All cleared")
     photo = await api.wait_message(resident.id, after=after_resident, predicate=lambda m: "photo" in m)
-    assert api.file_bytes(photo["photo"][-1]["file_id"]) == JPEG + b"proof"
+    proof = await whistle.db.run(lambda s: s.scalar(select(Media).where(
+        Media.ticket_id == filed.id, Media.kind == "proof")))
+    assert api.file_bytes(photo["photo"][-1]["file_id"]) == whistle.media.read(proof.path)
     ticket = await ticket_row(whistle, filed.id)
     assert (ticket.state, ticket.resolution_note) == ("resolved", "All cleared")
     assert await media_kinds(whistle, filed.id) == ["proof", "report"]
@@ -407,7 +408,7 @@ async def test_resolve_with_a_photo_then_the_note(whistle, api, people):
     prompt = await ask_note(api, 1001, G01_CHAT, filed.card["message_id"], f"resolve:{filed.id}",
                             filed.number)
     after = last_id(api, G01_CHAT)
-    send_photo_reply(api, 1001, G01_CHAT, prompt["message_id"], JPEG + b"proof-2")
+    send_photo_reply(api, 1001, G01_CHAT, prompt["message_id"], photo_bytes(8))
     ask = await api.wait_message(G01_CHAT, after=after)
     assert (await ticket_row(whistle, filed.id)).state == "claimed"
     await reply_note(api, 1001, G01_CHAT, ask, "Swept and washed")

@@ -9,13 +9,14 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from models.tables import Ticket, Vote
+from models.tables import Vote
 
 from deadline_helpers import (
     C1_CHAT, CHIEF_G01, G01_CHAT, body, buttons, claim, count, event_kinds, events_of,
     file_report, group_text, has_button, last_id, local, note, open_timer, person_id, press,
-    sent_requests, settle_before_stop, sweep_at, ticket_row, timers, unit_id, wait_card, wait_sent,
+    sent_requests, sweep_at, ticket_row, timers, unit_id, wait_card, wait_sent,
 )
+
 
 RESIDENT = 9001
 OTHER_RESIDENT = 9002

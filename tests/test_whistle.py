@@ -7,15 +7,16 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from models.tables import Assignment, DepartmentRating, Ticket
+from models.tables import Assignment, DepartmentRating
 
 from deadline_helpers import (
     C1_CHAT, CHIEF_G01, D_CG_CHAT, D_HW_CHAT, D_SJ_CHAT, G01_CHAT, OFFICER_CG, OFFICER_SJ,
     SECRETARY_C1, alert_text, body, buttons, claim, count, event_kinds, events_of, file_report,
     group_text, has_button, last_id, local, note, open_timer, person_id, press, sent_requests,
-    failed_rows, settle_before_stop, sweep_at, ticket_row, unit_id, unit_name, wait_card, wait_sent,
+    failed_rows, sweep_at, ticket_row, unit_id, unit_name, wait_card, wait_sent,
     Filed,
 )
+
 
 RESIDENT = 9001
 OFFICER_HW = 4004

@@ -73,13 +73,13 @@
     const person = peopleById.get(id);
     if (!person) return;
     state.person = person;
+    $("toast").hidden = true;  // it answered the previous person
     $("who").value = String(id);
     const units = person.units.map((u) => `${u.name} ${u.name_en}`).join("、");
     $("who-info").textContent = `${person.role_label}` + (units ? ` · ${units}` : "") +
       ` · Telegram id ${person.id} · ${person.language}`;
     state.unread.clear();
-    const data = await api(`/people/${id}/chats`);
-    state.chats = data.chats;
+    state.chats = person.chats;  // rendered into the page, so the first paint shows them
     connectEvents();
     const chat = state.chats.find((c) => c.id === wantedChat) || state.chats[0];
     await openChat(chat.id, wantedChat !== null);
