@@ -18,7 +18,7 @@ No Telegram bot token is configured, so Whistle cannot connect to Telegram.
      or set the environment variable WHISTLE_TELEGRAM_TOKEN.
   3. Run this command again.
 
-README.md ("Create a bot") explains the rest: group privacy, adding the bot to grid groups, /bind.
+README.md ("Running it on Telegram") explains the rest: group privacy, adding the bot to grid groups, /bind.
 """
 
 
@@ -75,16 +75,20 @@ async def _prepare(whistle) -> None:
         await whistle.db.dispose()
 
 
-async def _run(config) -> int:
-    from bot.app import Whistle
-    whistle = Whistle(config)
+async def _until_signal() -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def _run(config) -> int:
+    from bot.app import Whistle
+    whistle = Whistle(config)
     await whistle.start()
     try:
-        await stop.wait()
+        await _until_signal()
     finally:
         await whistle.stop()
     return 0
@@ -93,12 +97,13 @@ async def _run(config) -> int:
 async def _run_sandbox(config, host: str, port: int) -> int:
     from sandbox.server import run_sandbox
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await run_sandbox(config, host, port, stop)
+    waiter = asyncio.create_task(_until_signal())
+    waiter.add_done_callback(lambda _: stop.set())
+    try:
+        await run_sandbox(config, host, port, stop)
+    finally:
+        waiter.cancel()
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -22,48 +22,47 @@ from .tables import ChatBinding, Person, Role, Ticket, Unit
 MY_BUTTON = "📋 My reports"
 
 
+async def text_or_photo(session, core: Core, person: Person, t: Translator, inp: Input,
+                        hint: str) -> tuple[str, int | None] | None:
+    """A resident's reply that may be a text or a photo (with an optional caption);
+    None, after telling them ``hint``, if it is neither."""
+    text = (inp.text or "").strip()[:core.config.intake.max_note]
+    if inp.kind == "photo" and inp.photo.data is not None:
+        try:
+            return text, (await store_photo(session, core, person, inp, "report")).id
+        except PhotoError:
+            say(session, core, inp, t._("That file is not a photo I can read."))
+            return None
+    if inp.kind != "text" or not text:
+        say(session, core, inp, hint)
+        return None
+    return text, None
+
+
 async def answer(session, core: Core, person: Person, t: Translator, inp: Input,
                  pending: dict) -> None:
     """The resident's answer to a staff question; the ticket's timers resume."""
-    row = await load(session, core, person, inp.sender.channel)
-    ticket = await session.get(Ticket, pending["ticket"])
-    text = (inp.text or "").strip()
-    media_id = None
-    if inp.kind == "photo" and inp.photo.data is not None:
-        try:
-            media_id = (await store_photo(session, core, person, inp, "report")).id
-        except PhotoError:
-            say(session, core, inp, t._("That file is not a photo I can read."))
-            return
-    elif inp.kind != "text" or not text:
-        say(session, core, inp, t._("Please answer the question with a text message or a photo."))
+    reply = await text_or_photo(session, core, person, t, inp, t._(
+        "Please answer the question with a text message or a photo."))
+    if reply is None:
         return
-    row.pending = None
-    await tickets.answer_resident(session, core, person, ticket, text[:core.config.intake.max_note],
-                                  media_id)
+    (await load(session, core, person, inp.sender.channel)).pending = None
+    ticket = await session.get(Ticket, pending["ticket"])
+    await tickets.answer_resident(session, core, person, ticket, *reply)
     say(session, core, inp, t._("Thank you, your answer was passed on."))
 
 
 async def more_info(session, core: Core, person: Person, t: Translator, inp: Input,
                     pending: dict) -> None:
     """A reporter's or follower's comment or photo on an open ticket."""
-    row = await load(session, core, person, inp.sender.channel)
-    ticket = await session.get(Ticket, pending["ticket"])
-    text = (inp.text or "").strip()
-    media_id = None
-    if inp.kind == "photo" and inp.photo.data is not None:
-        try:
-            media_id = (await store_photo(session, core, person, inp, "report")).id
-        except PhotoError:
-            say(session, core, inp, t._("That file is not a photo I can read."))
-            return
-    elif inp.kind != "text" or not text:
-        say(session, core, inp, t._("Please send a text or a photo (or /cancel)."))
+    reply = await text_or_photo(session, core, person, t, inp, t._(
+        "Please send a text or a photo (or /cancel)."))
+    if reply is None:
         return
-    row.pending = None
+    (await load(session, core, person, inp.sender.channel)).pending = None
+    ticket = await session.get(Ticket, pending["ticket"])
     try:
-        await tickets.add_info(session, core, person, ticket, text[:core.config.intake.max_note],
-                               media_id)
+        await tickets.add_info(session, core, person, ticket, *reply)
     except TransitionError:
         say(session, core, inp, t._("#{number} is closed; nothing was added.", number=ticket.number))
         return

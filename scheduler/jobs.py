@@ -38,34 +38,32 @@ async def run_sweep(db: Database, core: Core, now: datetime) -> SweepResult:
     return result
 
 
-def digest_period(core: Core, now: datetime) -> str:
+def local_day(core: Core, now: datetime) -> str:
     return core.local(now).strftime("%Y-%m-%d")
+
+
+async def once_a_day(db: Database, core: Core, job: str, now: datetime, work):
+    """Run ``work(session)`` in the transaction that claims (job, local day); None if this
+    or another process already ran it today."""
+    async def action(session):
+        if not await claim_run(session, job, local_day(core, now), now):
+            return None
+        return await work(session)
+    return await db.run(action)
 
 
 async def run_digest(db: Database, core: Core, now: datetime) -> int | None:
     """Send the day's digests, once per local day; None if already sent."""
-    period = digest_period(core, now)
-
-    async def action(session):
-        if not await claim_run(session, "digest", period, now):
-            return None
-        return await send_digests(session, core, now)
-    sent = await db.run(action)
+    sent = await once_a_day(db, core, "digest", now, lambda s: send_digests(s, core, now))
     if sent is not None:
-        log.info("digest %s sent to %d chats", period, sent)
+        log.info("digest %s sent to %d chats", local_day(core, now), sent)
     return sent
 
 
 async def run_retention(db: Database, core: Core, now: datetime) -> int | None:
     """Delete photos of tickets closed longer ago than the retention period, once a day.
     Rows go in the transaction; files after it committed."""
-    period = digest_period(core, now)
-
-    async def action(session):
-        if not await claim_run(session, "retention", period, now):
-            return None
-        return await expired_photos(session, core, now)
-    paths = await db.run(action)
+    paths = await once_a_day(db, core, "retention", now, lambda s: expired_photos(s, core, now))
     if paths is None:
         return None
     for path in paths:

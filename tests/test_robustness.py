@@ -8,7 +8,7 @@ import logging
 import sqlite3
 from datetime import timedelta
 
-import pytest
+import asyncpg
 from sqlalchemy import select
 
 from flows import (
@@ -186,20 +186,34 @@ async def test_per_chat_order_survives_a_held_message(whistle, api, people, cloc
 # ---- 12. a briefly locked database -----------------------------------------------------------
 
 async def test_briefly_locked_database_loses_nothing(whistle, api, people, database_url):
-    if not database_url.startswith("sqlite"):
-        pytest.skip("SQLite only: PostgreSQL has no database-wide write lock to hold")
+    """Another connection holds a write lock for a bounded second — SQLite's database lock
+    (BEGIN IMMEDIATE), or on PostgreSQL an exclusive lock on the identity table every
+    update touches: the updates wait, then are all handled, in order."""
     people(9001, "Li Si", language="en")
-    path = database_url.split(":///", 1)[1]
-    blocker = sqlite3.connect(path, isolation_level=None, timeout=5, check_same_thread=False)
+    if database_url.startswith("sqlite"):
+        path = database_url.split(":///", 1)[1]
+        blocker = sqlite3.connect(path, isolation_level=None, timeout=5, check_same_thread=False)
+        lock, unlock = "BEGIN IMMEDIATE", "COMMIT"
+        run = blocker.execute
+    else:
+        blocker = await asyncpg.connect(database_url.replace("+asyncpg", ""))
+        lock, unlock = "BEGIN; LOCK TABLE identity IN ACCESS EXCLUSIVE MODE", "COMMIT"
+        run = None
     try:
-        await asyncio.to_thread(blocker.execute, "BEGIN IMMEDIATE")
+        if run:
+            await asyncio.to_thread(run, lock)
+        else:
+            await blocker.execute(lock)
         api.user_sends_text(9001, 9001, "/start")
         api.user_sends_text(9001, 9001, "/help")
         await asyncio.sleep(1.0)  # hold the write lock for a bounded second
         assert api.bot_messages(9001) == []
     finally:
-        await asyncio.to_thread(blocker.execute, "COMMIT")
-        blocker.close()
+        if run:
+            await asyncio.to_thread(run, unlock)
+        else:
+            await blocker.execute(unlock)
+        await asyncio.to_thread(blocker.close) if run else await blocker.close()
     welcome = await api.wait_message(9001, contains="Welcome")
     prompt = await api.wait_message(9001, predicate=has_button("cat:"))
     helptext = await api.wait_message(9001, contains="/my")
