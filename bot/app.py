@@ -122,6 +122,10 @@ class Whistle:
     async def handle(self, inp: Input) -> Reply:
         return await self.db.run(lambda session: inbound.handle(session, self.core, inp))
 
+    def failure_text(self, language_code: str | None) -> str:
+        return self.i18n.get(normalise(language_code))._(
+            "Sorry, that did not work. Please try again in a moment.")
+
     def stale_text(self, language_code: str | None) -> str:
         return self.i18n.get(normalise(language_code))._("This button is no longer active.")
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from bot.config import SenderConfig
 from models.db import Database
@@ -81,6 +81,9 @@ class Limiter:
                                else Bucket(c.private_per_second, c.private_burst))
         return self.chats[key]
 
+    def ready(self, channel: Channel, chat_id: str) -> bool:
+        return self.bucket(channel, chat_id).wait_time() == 0
+
     async def acquire(self, channel: Channel, chat_id: str) -> None:
         chat = self.bucket(channel, chat_id)
         while (delay := max(self.overall.wait_time(), chat.wait_time())) > 0:
@@ -137,19 +140,17 @@ class Sender:
             self.idle.clear()
 
     async def due_rows(self) -> list[Outbox]:
-        """The first pending row of each chat, if it is due: later rows wait their turn."""
+        """The first pending row of each chat, if it is due and the chat's rate allows a
+        message now: later rows of a chat wait their turn, and a busy chat never holds up
+        the others."""
         async def pick(session):
-            rows = await session.scalars(select(Outbox).where(Outbox.state == "pending")
-                                         .order_by(Outbox.id).limit(BATCH))
-            now, seen, due = self.clock(), set(), []
-            for row in rows:
-                key = (row.channel, row.chat_id)
-                if key in seen:
-                    continue
-                seen.add(key)
-                if row.next_try_at <= now and row.channel in self.channels:
-                    due.append(row)
-            return due
+            heads = (select(func.min(Outbox.id)).where(Outbox.state == "pending")
+                     .group_by(Outbox.channel, Outbox.chat_id))
+            rows = await session.scalars(select(Outbox).where(
+                Outbox.id.in_(heads), Outbox.next_try_at <= self.clock(),
+                Outbox.channel.in_(list(self.channels))).order_by(Outbox.id).limit(BATCH))
+            return [row for row in rows if self.limiter.ready(self.channels[row.channel],
+                                                              row.chat_id)]
         return await self.db.run(pick)
 
     async def flush(self) -> int:
@@ -179,6 +180,14 @@ class Sender:
         except Permanent as exc:
             changes = {"state": "failed", "attempts": row.attempts + 1, "error": str(exc)}
             log.warning("outbox %s to %s failed: %s", row.id, row.chat_id, exc)
+        except Exception as exc:  # a bug or a missing file: retried, then given up, never stuck
+            log.exception("outbox %s to %s raised", row.id, row.chat_id)
+            attempts = row.attempts + 1
+            changes = {"attempts": attempts, "error": f"{type(exc).__name__}: {exc}"}
+            if attempts >= self.config.max_attempts:
+                changes["state"] = "failed"
+            else:
+                changes["next_try_at"] = self.clock() + timedelta(seconds=min(2 ** attempts, 300))
 
         async def settle(session):
             await session.execute(update(Outbox).where(Outbox.id == row.id).values(**changes))

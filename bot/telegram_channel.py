@@ -129,10 +129,13 @@ class TelegramChannel:
     async def _send_photos(self, chat_id: str, media_ids: list[int]) -> None:
         rows = await self.db.run(lambda s: _media_rows(s, media_ids))
         items = [row.telegram_file_id or self.media.read(row.path) for row in rows]
-        if len(items) == 1:
-            sent = [await self.bot.send_photo(chat_id, items[0])]
-        else:
-            sent = list(await self.bot.send_media_group(chat_id, [InputMediaPhoto(i) for i in items]))
+        sent = []
+        for start in range(0, len(items), 10):  # Telegram's albums hold 2 to 10 photos
+            chunk = items[start:start + 10]
+            if len(chunk) == 1:
+                sent.append(await self.bot.send_photo(chat_id, chunk[0]))
+            else:
+                sent += await self.bot.send_media_group(chat_id, [InputMediaPhoto(i) for i in chunk])
         uploaded = {row.id: msg.photo[-1].file_id for row, msg in zip(rows, sent)
                     if not row.telegram_file_id and msg.photo}
         if uploaded:

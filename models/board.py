@@ -56,7 +56,7 @@ async def board_lines(session: AsyncSession, core: Core, unit_id: int, t: Transl
 
 
 KIND_WORDS = {"claim": N_("claim"), "onsite": N_("on-site"), "resolve": N_("resolve"),
-              "progress": N_("progress")}
+              "progress": N_("progress"), "duty": N_("report for duty")}
 
 
 async def refresh(session: AsyncSession, core: Core, unit_id: int) -> None:

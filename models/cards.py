@@ -11,7 +11,7 @@ from .i18n import N_, Translator
 from .lifecycle import STATE_LABELS, TRANSITIONS, WAITING, WORKING, Action, State
 from .messages import Button, KeyButton, OutMessage, enqueue
 from .people import first_name, private_targets
-from .tables import Assignment, Identity, Person, Ticket, TicketEvent, Unit
+from .tables import Assignment, Person, Ticket, TicketEvent, Unit
 
 ROLE_LABELS = {
     "grid_chief": N_("grid chief"),
@@ -149,6 +149,8 @@ def card_buttons(ticket: Ticket, t: Translator, holder: Unit | None) -> list[lis
             extra.append(Button(t._("On site"), "onsite", tid))
         if ticket.waiting_since is None:
             extra.append(Button(t._("Ask the resident"), "ask", tid))
+        else:
+            extra.append(Button(t._("Stop waiting"), "resume", tid))
         return [row, extra + triage, closing]
     if state in (State.REPORTED, State.RETURNED):
         return [[Button(t._("Route to a grid…"), "route", tid)], triage[:1], closing]
@@ -175,17 +177,13 @@ async def _waiting_assignment(session: AsyncSession, ticket: Ticket, unit_id: in
         Assignment.role == "coop", Assignment.state == "waiting")) is not None
 
 
-async def _reporter_translator(session: AsyncSession, core: Core, person: Person,
-                               identity: Identity) -> Translator:
-    return core.i18n.get(core.i18n.pick(person.locale, identity.language_code))
-
-
 async def notify_reporter(session: AsyncSession, core: Core, ticket: Ticket, event: str,
                           actor: Person | None = None, note: str | None = None,
                           photo: int | None = None) -> None:
     """Tell the reporter and the followers, each in their own language, what just
     happened to the report ("created" goes to the reporter only)."""
-    people = [ticket.reporter_id] if event == "created" else await follow.audience(session, ticket)
+    only_reporter = event in ("created", "asked")  # a question is answered by the reporter
+    people = [ticket.reporter_id] if only_reporter else await follow.audience(session, ticket)
     for person_id in people:
         await _notify_one(session, core, ticket, event, person_id, actor, note, photo)
 
@@ -194,7 +192,7 @@ async def _notify_one(session, core: Core, ticket: Ticket, event: str, person_id
                       actor: Person | None, note: str | None, photo: int | None) -> None:
     reporter = await session.get(Person, person_id)
     for target, identity in await private_targets(session, reporter.id, core.channels):
-        t = await _reporter_translator(session, core, reporter, identity)
+        t = core.i18n.get(core.i18n.pick(reporter.locale, identity.language_code))
         who = await role_label(session, t, actor, ticket.unit_id) if actor else ""
         holder = await session.get(Unit, ticket.unit_id)
         status = t._(STATE_LABELS[State(ticket.state)])
@@ -242,7 +240,8 @@ async def timeline_text(session: AsyncSession, core: Core, ticket: Ticket, t: Tr
                                    .order_by(TicketEvent.at, TicketEvent.id))
     for ev in events:
         line = f"{core.local(ev.at).strftime('%m-%d %H:%M')} {t._(EVENT_LABELS.get(ev.kind, ev.kind))}"
-        if ev.actor_id and ev.actor_id != ticket.reporter_id:
+        if ev.actor_id and await org.roles_of(session, ev.actor_id):
+            # staff are named with their role; residents (reporter, followers) never are
             actor = await session.get(Person, ev.actor_id)
             line += f" — {await role_label(session, t, actor, ticket.unit_id)}"
         if ev.note and ev.kind in ("progress", "resolved", "asked", "answered", "comment",

@@ -13,11 +13,13 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .calendar import Span
+from . import board
 from .context import Core
 from .lifecycle import Action
 from .tables import Ticket, Timer
 
-WORK_KINDS = ("claim", "onsite", "resolve", "progress")
+WORK_KINDS = ("claim", "onsite", "resolve", "progress", "duty")
+TYPED_KINDS = ("claim", "onsite", "resolve", "progress")  # set by the order type
 
 
 async def open_timers(session: AsyncSession, ticket_id: int, kinds=None) -> list[Timer]:
@@ -44,16 +46,29 @@ def finish(timer: Timer, now: datetime) -> None:
         timer.met = now <= timer.due_at
 
 
-async def finish_kinds(session: AsyncSession, ticket: Ticket, kinds, now: datetime) -> None:
+async def finish_kinds(session: AsyncSession, ticket: Ticket, kinds, now: datetime) -> set[int]:
+    """Finish the ticket's open timers of ``kinds``; returns the units whose overdue board
+    listed one of them (it must be redrawn)."""
+    listed = set()
     for timer in await open_timers(session, ticket.id, kinds):
+        if timer.stage in ("warned", "breached"):
+            listed.add(timer.unit_id)
         finish(timer, now)
+    return listed
 
 
 async def after(session: AsyncSession, core: Core, ticket: Ticket, action: Action | str) -> None:
-    """Start and finish the timers that ``action`` implies for ``ticket``."""
+    """Start and finish the timers that ``action`` implies for ``ticket``, and redraw the
+    overdue boards that listed a timer now finished."""
+    listed = await _timers_after(session, core, ticket, str(action))
+    for unit_id in sorted(listed or ()):
+        await board.refresh(session, core, unit_id)
+
+
+async def _timers_after(session: AsyncSession, core: Core, ticket: Ticket, action: str) -> set[int]:
     now = core.now()
     spans = core.config.timers_for(ticket.order_type, ticket.category)
-    action = str(action)
+    listed: set[int] = set()
     if action == "created":
         claim = start_timer(session, core, ticket, "claim", spans["claim"], ticket.unit_id)
         resolve = start_timer(session, core, ticket, "resolve", spans["resolve"], ticket.unit_id)
@@ -62,38 +77,44 @@ async def after(session: AsyncSession, core: Core, ticket: Ticket, action: Actio
             start_timer(session, core, ticket, "onsite", spans["onsite"], ticket.unit_id)
     elif action in (Action.ROUTE, Action.ESCALATE, Action.WHISTLE, Action.RETURN):
         # whoever holds the ticket now (a grid, the level above, dispatch) must claim it in time
-        await finish_kinds(session, ticket, ["claim", "progress"], now)
+        listed |= await finish_kinds(session, ticket, ["claim", "progress", "duty"], now)
         start_timer(session, core, ticket, "claim", spans["claim"], ticket.unit_id)
-        await _move(session, ticket, ["resolve", "onsite"])
+        listed |= await _move(session, ticket, ["resolve", "onsite"])
     elif action == Action.CLAIM:
-        await finish_kinds(session, ticket, ["claim"], now)
+        listed |= await finish_kinds(session, ticket, ["claim"], now)
         if "progress" in spans:
             start_timer(session, core, ticket, "progress", spans["progress"], ticket.unit_id)
     elif action == Action.PROGRESS:
         if "progress" in spans:
-            await finish_kinds(session, ticket, ["progress"], now)
+            listed |= await finish_kinds(session, ticket, ["progress"], now)
             start_timer(session, core, ticket, "progress", spans["progress"], ticket.unit_id)
     elif action == "onsite":
-        await finish_kinds(session, ticket, ["onsite"], now)
+        listed |= await finish_kinds(session, ticket, ["onsite"], now)
     elif action == Action.RESOLVE:
-        await finish_kinds(session, ticket, WORK_KINDS, now)
+        listed |= await finish_kinds(session, ticket, WORK_KINDS, now)
         d = core.config.deadlines
         timer = start_timer(session, core, ticket, "vote", d.vote_close, ticket.unit_id)
         timer.warn_at = timer.next_at = core.calendar.add(now, d.vote_reminder)
     elif action == Action.REOPEN:
-        await finish_kinds(session, ticket, ["vote"], now)
+        listed |= await finish_kinds(session, ticket, ["vote"], now)
         resolve = start_timer(session, core, ticket, "resolve", spans["resolve"], ticket.unit_id)
         ticket.resolve_due_at = resolve.due_at
         if "progress" in spans:
             start_timer(session, core, ticket, "progress", spans["progress"], ticket.unit_id)
     elif action in (Action.CLOSE, Action.CLOSE_DUPLICATE, Action.CLOSE_NOT_FIXED):
-        await finish_kinds(session, ticket, [*WORK_KINDS, "vote"], now)
+        listed |= await finish_kinds(session, ticket, [*WORK_KINDS, "vote"], now)
+    return listed
 
 
-async def _move(session: AsyncSession, ticket: Ticket, kinds) -> None:
-    """Running timers follow the ticket to the unit that holds it now."""
+async def _move(session: AsyncSession, ticket: Ticket, kinds) -> set[int]:
+    """Running timers follow the ticket to the unit that holds it now; returns the units
+    whose board listed one of them."""
+    listed = set()
     for timer in await open_timers(session, ticket.id, kinds):
+        if timer.stage in ("warned", "breached") and timer.unit_id != ticket.unit_id:
+            listed.add(timer.unit_id)
         timer.unit_id = ticket.unit_id
+    return listed
 
 
 async def retime(session: AsyncSession, core: Core, ticket: Ticket) -> None:
@@ -102,7 +123,7 @@ async def retime(session: AsyncSession, core: Core, ticket: Ticket) -> None:
     spans = core.config.timers_for(ticket.order_type, ticket.category)
     now = core.now()
     present = set()
-    for timer in await open_timers(session, ticket.id, WORK_KINDS):
+    for timer in await open_timers(session, ticket.id, TYPED_KINDS):
         present.add(timer.kind)
         if timer.kind not in spans:
             finish(timer, now)
@@ -113,7 +134,9 @@ async def retime(session: AsyncSession, core: Core, ticket: Ticket) -> None:
         timer.warn_at = core.calendar.warn_at(timer.starts_at, timer.due_at, span.working)
         if timer.stage == "breached" and now < timer.due_at:
             timer.stage = "warned"  # the new deadline has not passed yet
-        timer.next_at = next_step(timer, now)
+            timer.next_at = timer.due_at
+        elif timer.stage != "breached":  # a missed one keeps its grace (or its done escalation)
+            timer.next_at = next_step(timer)
         if timer.kind == "resolve":
             ticket.resolve_due_at = timer.due_at
         elif timer.kind == "claim" and ticket.claimed_at is None:
@@ -123,9 +146,9 @@ async def retime(session: AsyncSession, core: Core, ticket: Ticket) -> None:
                     start=ticket.created_at)
 
 
-def next_step(timer: Timer, now: datetime) -> datetime | None:
-    """When the sweep must look at ``timer`` again, given its stage."""
-    return {"running": timer.warn_at, "warned": timer.due_at, "breached": now}.get(timer.stage)
+def next_step(timer: Timer) -> datetime | None:
+    """When the sweep must look at a running or warned ``timer`` again."""
+    return {"running": timer.warn_at, "warned": timer.due_at}.get(timer.stage)
 
 
 async def pause(session: AsyncSession, core: Core, ticket: Ticket) -> None:

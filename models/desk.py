@@ -38,7 +38,7 @@ NOTE_PROMPTS = {
 }
 
 STAFF_ACTIONS = {"claim", "return", "progress", "resolve", "escalate", "ask", "onsite", "type",
-                 "ty", "route", "rc", "rg", "dup", "close", "cr"}
+                 "ty", "route", "rc", "rg", "dup", "close", "cr", "resume"}
 ORDER_TYPES = ("emergency", "routine", "key")
 TWO_PART = {"rc", "rg", "ty", "cr"}  # actions whose data is "ticket.choice"
 
@@ -65,6 +65,12 @@ async def on_button(session: AsyncSession, core: Core, person: Person, t: Transl
             return await _ask_note(session, core, person, t, ticket, inp, "close", reason=extra)
         if inp.action in NOTE_ACTIONS:
             return await _ask_note(session, core, person, t, ticket, inp, inp.action)
+        if inp.action == "resume":
+            if not await tickets.may_work(session, person, ticket):
+                return Reply(alert=t._("Only the person handling #{number} (or their superiors) "
+                                       "can do this.", number=ticket.number), show_alert=True)
+            await tickets.stop_waiting(session, core, person, ticket)
+            return Reply(alert=t._("Deadlines run again for #{number}.", number=ticket.number))
         if inp.action == "onsite":
             await tickets.mark_onsite(session, core, person, ticket)
             return Reply(alert=t._("On site at #{number} recorded.", number=ticket.number))
@@ -133,6 +139,14 @@ async def on_note(session: AsyncSession, core: Core, person: Person, t: Translat
     ticket = await session.get(Ticket, pending["ticket"])
     action = pending["action"]
     limit = core.config.intake.max_note
+    if not inp.private and inp.chat.chat_id != pending.get("chat"):
+        return  # a reply in some other group is not the note we asked for
+    if not await _allowed(session, person, ticket, action):
+        row.pending = None  # things changed (escalated, claimed by someone else) meanwhile
+        _say(session, core, inp.chat, t._("#{number} has changed meanwhile ({state}); nothing "
+                                          "was recorded.", number=ticket.number,
+                                          state=t._(STATE_LABELS[State(ticket.state)])))
+        return
     if inp.kind == "photo" and action == "resolve":
         if inp.photo.data is None or inp.photo.size > core.config.intake.max_photo_bytes:
             _say(session, core, inp.chat, t._("That photo is too large; please send a smaller one."))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .tables import Follower, Ticket
@@ -26,15 +26,23 @@ async def follow(session: AsyncSession, ticket: Ticket, person_id: int, now: dat
     if person_id == ticket.reporter_id or person_id in await followers(session, ticket.id):
         return False
     session.add(Follower(ticket_id=ticket.id, person_id=person_id, created_at=now))
-    ticket.followers = (ticket.followers or 0) + 1
+    await _count(session, ticket, +1)
     return True
+
+
+async def _count(session: AsyncSession, ticket: Ticket, change: int) -> None:
+    """Change the "also reported by" count in SQL, so concurrent presses both count."""
+    await session.execute(update(Ticket).where(Ticket.id == ticket.id)
+                          .values(followers=Ticket.followers + change)
+                          .execution_options(synchronize_session=False))
+    await session.refresh(ticket, ["followers"])
 
 
 async def unfollow(session: AsyncSession, ticket: Ticket, person_id: int) -> bool:
     result = await session.execute(delete(Follower).where(Follower.ticket_id == ticket.id,
                                                           Follower.person_id == person_id))
     if result.rowcount:
-        ticket.followers = max(0, (ticket.followers or 0) - 1)
+        await _count(session, ticket, -1)
     return bool(result.rowcount)
 
 

@@ -83,7 +83,10 @@ async def handle(session: AsyncSession, core: Core, inp: Input) -> Reply:
     if inp.kind == "button":
         return await on_button(session, core, person, t, inp)
     row = await load(session, core, person, inp.sender.channel)
-    if row.pending and row.pending.get("action") in NOTE_TAKERS and (inp.private or inp.reply_to_bot):
+    label = (inp.text or "").strip() if inp.kind == "text" else ""
+    keyboard = label in core.i18n.labels(REPORT_BUTTON) or label in core.i18n.labels(MY_BUTTON)
+    if row.pending and row.pending.get("action") in NOTE_TAKERS and not keyboard and (
+            inp.private or inp.reply_to_bot):
         await NOTE_TAKERS[row.pending["action"]](session, core, person, t, inp, row.pending)
         return Reply()
     if not inp.private:
@@ -151,6 +154,10 @@ async def on_command(session: AsyncSession, core: Core, person: Person, t: Trans
 async def cancel(session, core: Core, person: Person, t: Translator, inp: Input) -> None:
     row = await load(session, core, person, inp.sender.channel)
     if row.pending:
+        if row.pending.get("action") == "answer":  # the question stays unanswered: timers go on
+            ticket = await session.get(Ticket, row.pending["ticket"])
+            if ticket.waiting_since is not None:
+                await tickets.stop_waiting(session, core, person, ticket)
         row.pending = None
         say(session, core, inp, t._("Cancelled. Nothing was recorded."))
         return

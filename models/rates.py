@@ -3,8 +3,12 @@
 - response rate = claim deadlines met ÷ claim deadlines that fell in the period
   (each level's claim timer counts; a ticket escalated for a missed claim counts
   as missed once per level);
-- resolution rate = "solved" votes ÷ votes cast in the period (what residents say);
-- satisfaction rate = (satisfied + 0.9 × basically satisfied) ÷ votes cast.
+- resolution rate = "solved" answers ÷ residents who answered "solved?" in the period
+  (what residents say);
+- satisfaction rate = (satisfied + 0.9 × basically satisfied) ÷ residents who answered
+  "how satisfied?" (a "not solved" reopens at once; how satisfied is then optional).
+A claim deadline counts as met when whoever held the ticket acted on it in time:
+claimed it, or returned, escalated or closed it.
 
 Unrated tickets cast no vote and so never count as satisfied."""
 from __future__ import annotations
@@ -24,8 +28,9 @@ BASIC_WEIGHT = 0.9
 class Rates:
     claims_due: int
     claims_met: int
-    votes: int
+    votes: int  # residents who said whether it is solved
     solved: int
+    rated: int  # residents who said how satisfied they are
     satisfied: int
     basic: int
 
@@ -39,7 +44,7 @@ class Rates:
 
     @property
     def satisfaction(self) -> float | None:
-        return (self.satisfied + BASIC_WEIGHT * self.basic) / self.votes if self.votes else None
+        return (self.satisfied + BASIC_WEIGHT * self.basic) / self.rated if self.rated else None
 
 
 async def three_rates(session: AsyncSession, scope: ColumnElement[bool], start: datetime,
@@ -53,11 +58,11 @@ async def three_rates(session: AsyncSession, scope: ColumnElement[bool], start: 
     claims_due, claims_met = claims.one()
     votes = await session.execute(
         select(func.count(), func.count().filter(Vote.solved.is_(True)),
+               func.count().filter(Vote.satisfaction.is_not(None)),
                func.count().filter(Vote.satisfaction == "satisfied"),
                func.count().filter(Vote.satisfaction == "basic"))
         .select_from(Vote).join(Ticket, Ticket.id == Vote.ticket_id)
-        .where(scope, Vote.satisfaction.is_not(None), Vote.updated_at >= start,
-               Vote.updated_at < end))
+        .where(scope, Vote.solved.is_not(None), Vote.updated_at >= start, Vote.updated_at < end))
     return Rates(claims_due, claims_met, *votes.one())
 
 

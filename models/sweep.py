@@ -51,6 +51,7 @@ class Batch:
     reminders: dict[int, list[tuple]] = field(default_factory=lambda: defaultdict(list))
     alerts: dict[int, list[str]] = field(default_factory=lambda: defaultdict(list))
     units: set[int] = field(default_factory=set)
+    escalated: set[int] = field(default_factory=set)  # one level up per ticket and sweep
 
 
 async def sweep(session: AsyncSession, core: Core, now: datetime) -> SweepResult:
@@ -81,17 +82,17 @@ async def step(session, core: Core, timer: Timer, ticket: Ticket, now: datetime,
         timer.stage, timer.next_at = "warned", timer.due_at
         result.warned += 1
         await remind(session, core, batch, timer, ticket, "warn")
-        batch.units.add(ticket.unit_id)
+        batch.units.add(timer.unit_id)
         return
     if timer.stage in ("running", "warned"):
         timer.stage, timer.met = "breached", False
         result.breached += 1
-        batch.units.add(ticket.unit_id)
+        batch.units.add(timer.unit_id)
         await breach(session, core, timer, ticket, now, batch, result)
         return
     if timer.stage == "breached" and timer.kind == "resolve":
         timer.next_at = None  # grace is over: whistle one level up
-        if await escalate(session, core, ticket, N_("resolve deadline missed")):
+        if await escalate(session, core, batch, ticket, N_("resolve deadline missed")):
             result.escalated += 1
         return
     timer.next_at = None
@@ -103,7 +104,7 @@ async def breach(session, core: Core, timer: Timer, ticket: Ticket, now: datetim
         timer.next_at = None
         finish(timer, now)
         timer.met = False
-        if await escalate(session, core, ticket, N_("claim deadline missed")):
+        if await escalate(session, core, batch, ticket, N_("claim deadline missed")):
             result.escalated += 1
         else:
             await alert_above(session, core, batch, ticket, timer)
@@ -112,15 +113,18 @@ async def breach(session, core: Core, timer: Timer, ticket: Ticket, now: datetim
     if timer.kind == "resolve":
         timer.next_at = core.calendar.add(timer.due_at, core.config.deadlines.resolve_grace)
         await alert_above(session, core, batch, ticket, timer)
-    elif timer.kind == "onsite":
+    elif timer.kind in ("onsite", "duty"):
         timer.next_at = None
         await alert_above(session, core, batch, ticket, timer)
     else:
         timer.next_at = None
 
 
-async def escalate(session, core: Core, ticket: Ticket, reason: str) -> bool:
-    """Whistle up a level on a missed deadline; False when there is no level above."""
+async def escalate(session, core: Core, batch: Batch, ticket: Ticket, reason: str) -> bool:
+    """Whistle up a level on a missed deadline; False when there is no level above (or the
+    ticket already went up in this sweep: after a downtime it must not jump two levels)."""
+    if ticket.id in batch.escalated:
+        return True
     unit = await session.get(Unit, ticket.unit_id)
     if unit.kind not in ("grid", "community"):
         return False
@@ -128,14 +132,20 @@ async def escalate(session, core: Core, ticket: Ticket, reason: str) -> bool:
         await tickets.escalate(session, core, None, ticket, core.i18n.get(None)._(reason))
     except (TransitionError, tickets.Denied):
         return False
+    batch.escalated.add(ticket.id)
     return True
 
 
 async def alert_above(session, core: Core, batch: Batch, ticket: Ticket, timer: Timer) -> None:
     """Tell the level above the holder (for a department: whoever whistled), one
     message per chat and sweep."""
-    holder = await session.get(Unit, ticket.unit_id)
-    target_id = ticket.whistler_unit_id if holder.kind == "department" else holder.parent_id
+    holder = await session.get(Unit, timer.unit_id)  # for "duty": the cooperating department
+    if holder.kind == "department":
+        target_id = ticket.whistler_unit_id
+    elif holder.kind in ("grid", "community"):
+        target_id = holder.parent_id
+    else:  # a street (or whatever has no level above): the command centre hears of it
+        target_id = None
     if target_id is None:
         target_id = (await command_centre(session, core)).id
     t = core.i18n.get(None)

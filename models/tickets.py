@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from . import cards, deadlines, follow, org, votes, whistle
-from .cards import card_message, notify_reporter, role_label
+from .cards import card_message, notify_reporter
 from .context import Core
 from .i18n import N_
 from .lifecycle import FINAL, LEVELS, OPEN, STATE_LABELS, WORKING, Action, State, TransitionError, check, sources
@@ -129,7 +129,7 @@ async def post_card(session: AsyncSession, core: Core, ticket: Ticket, unit_id: 
     """Post the ticket (album, pin, card with buttons) to every chat bound to ``unit_id``;
     when a unit has no chat, the duty chat gets it so nothing is silently lost."""
     chats = await org.chats_of_unit(session, unit_id, channels=core.channels)
-    if not chats:
+    if not chats:  # the duty chat stands in for a unit without a chat, with its buttons
         duty = await duty_unit(session, core)
         chats = await org.chats_of_unit(session, duty.id, channels=core.channels)
     photos = list(await session.scalars(select(Media.id).where(
@@ -140,7 +140,7 @@ async def post_card(session: AsyncSession, core: Core, ticket: Ticket, unit_id: 
             enqueue(session, target, OutMessage(
                 text="", photos=photos,
                 location=(ticket.lat, ticket.lon) if ticket.lat is not None else None), core.now())
-        message = await card_message(session, core, ticket, chat.unit_id)
+        message = await card_message(session, core, ticket, unit_id)
         enqueue(session, target, message, core.now())
         if await session.scalar(select(MessageRef.id).where(
                 MessageRef.ref == message.ref, MessageRef.channel == chat.channel,
@@ -152,9 +152,14 @@ async def post_card(session: AsyncSession, core: Core, ticket: Ticket, unit_id: 
 async def refresh_cards(session: AsyncSession, core: Core, ticket: Ticket) -> None:
     """Edit every posted card of ``ticket`` in place to show its new state and buttons."""
     refs = await session.scalars(select(MessageRef).where(MessageRef.ref == f"card:{ticket.id}"))
+    holder_has_chat = bool(await org.chats_of_unit(session, ticket.unit_id, channels=core.channels))
+    duty = await duty_unit(session, core)
     for ref in refs:
         unit = await org.unit_of_chat(session, ref.channel, ref.chat_id)
-        message = await card_message(session, core, ticket, unit.id if unit else None)
+        speaks_for = unit.id if unit else None
+        if speaks_for == duty.id and not holder_has_chat:
+            speaks_for = ticket.unit_id  # the duty chat stands in for a unit without a chat
+        message = await card_message(session, core, ticket, speaks_for)
         message.edit = True
         enqueue(session, Target(ref.channel, ref.chat_id), message, core.now())
 
@@ -266,6 +271,7 @@ async def escalate(session: AsyncSession, core: Core, actor: Person | None, tick
         raise Denied(N_("This ticket is already at the top level."))
     upper = await session.get(Unit, unit.parent_id)
     now = core.now()
+    former = ticket.assignee_id
     previous = await transition(session, ticket, Action.ESCALATE, now, unit_id=upper.id,
                                 level=upper.kind if upper.kind in LEVELS else "street",
                                 assignee_id=None, claimed_at=None,
@@ -276,7 +282,20 @@ async def escalate(session: AsyncSession, core: Core, actor: Person | None, tick
     await refresh_cards(session, core, ticket)
     await post_card(session, core, ticket, upper.id)
     await notify_reporter(session, core, ticket, "escalated")
+    if former is not None and (actor is None or former != actor.id):
+        await _tell_former_assignee(session, core, former, ticket, upper, reason)
     return upper
+
+
+async def _tell_former_assignee(session, core: Core, person_id: int, ticket: Ticket, upper: Unit,
+                                reason: str | None) -> None:
+    """The grid assignee stays informed when the ticket goes up without them."""
+    person = await session.get(Person, person_id)
+    for target, identity in await private_targets(session, person_id, core.channels):
+        t = core.i18n.get(core.i18n.pick(person.locale, identity.language_code))
+        enqueue(session, target, OutMessage(text=t._(
+            "⬆️ #{number} was escalated to {unit}: {reason}", number=ticket.number,
+            unit=org.display_name(upper, t.locale), reason=reason or "—")), core.now())
 
 
 async def reopen(session: AsyncSession, core: Core, actor: Person | None, ticket: Ticket,
@@ -340,11 +359,28 @@ async def ask_resident(session: AsyncSession, core: Core, actor: Person, ticket:
     until they answer (their next message in the private chat)."""
     if ticket.waiting_since is not None:
         raise TransitionError("already waiting")
+    row = await load_dialogue(session, ticket.reporter_id, ticket.channel, core.now())
+    if row.pending:  # the reporter is already answering something: don't overwrite it
+        raise Denied(N_("The resident is answering another question; try again later."))
     audit(session, ticket, actor.id, "asked", core.now(), ticket.state, note=question)
     await deadlines.pause(session, core, ticket)
-    row = await load_dialogue(session, ticket.reporter_id, ticket.channel, core.now())
     row.pending = {"action": "answer", "ticket": ticket.id}
     await notify_reporter(session, core, ticket, "asked", actor=actor, note=question)
+    await refresh_cards(session, core, ticket)
+
+
+async def stop_waiting(session: AsyncSession, core: Core, actor: Person | None,
+                       ticket: Ticket) -> None:
+    """Waiting on the resident ends without an answer (staff press "Stop waiting", or the
+    resident cancels): the timers go on, so a ticket can never stay frozen."""
+    if ticket.waiting_since is None:
+        raise TransitionError("not waiting")
+    audit(session, ticket, actor.id if actor else None, "stopped_waiting", core.now(),
+          ticket.state)
+    await deadlines.resume(session, core, ticket)
+    row = await load_dialogue(session, ticket.reporter_id, ticket.channel, core.now())
+    if (row.pending or {}).get("action") == "answer" and row.pending.get("ticket") == ticket.id:
+        row.pending = None
     await refresh_cards(session, core, ticket)
 
 
@@ -457,12 +493,3 @@ async def close_not_fixed(session: AsyncSession, core: Core, actor: Person, tick
     await deadlines.after(session, core, ticket, Action.CLOSE_NOT_FIXED)
     await refresh_cards(session, core, ticket)
     await notify_reporter(session, core, ticket, "closed_not_fixed", actor=actor, note=note)
-
-
-async def count_open(session: AsyncSession, unit_id: int) -> int:
-    return await session.scalar(select(func.count()).select_from(Ticket).where(
-        Ticket.unit_id == unit_id, Ticket.state.in_([s.value for s in OPEN])))
-
-
-__all__ = ["Denied", "TransitionError", "claim", "create", "escalate", "resolve", "add_progress",
-           "return_ticket", "reroute", "refresh_cards", "post_card", "role_label"]

@@ -66,7 +66,9 @@ async def on_button(session: AsyncSession, core: Core, person: Person, t: Transl
     now = core.now()
     vote = await session.scalar(select(Vote).where(Vote.ticket_id == ticket.id,
                                                    Vote.person_id == person.id))
-    if vote is not None and now > core.calendar.add(vote.created_at, core.config.deadlines.vote_change):
+    window = core.config.deadlines.vote_change
+    since = vote.created_at if vote is not None else (ticket.resolved_at or ticket.closed_at)
+    if since is not None and now > core.calendar.add(since, window):
         return Reply(alert=t._("The time to change this vote has passed."), show_alert=True)
     if vote is None:
         vote = Vote(ticket_id=ticket.id, person_id=person.id, created_at=now, updated_at=now)

@@ -101,7 +101,13 @@ async def whistle(session: AsyncSession, core: Core, actor: Person, ticket: Tick
     previous = await tickets.transition(session, ticket, Action.WHISTLE, now, unit_id=lead.id,
                                         level="department", assignee_id=None, claimed_at=None,
                                         whistler_unit_id=holder.id)
+    already = {a.unit_id: a for a in await session.scalars(select(Assignment).where(
+        Assignment.ticket_id == ticket.id))}
     for unit_id, role in [(lead.id, "lead"), *[(c, "coop") for c in coop_ids]]:
+        if unit_id in already:  # whistled to it before: the same assignment, renewed
+            already[unit_id].role, already[unit_id].state = role, "waiting"
+            already[unit_id].whistler_unit_id = holder.id
+            continue
         session.add(Assignment(ticket_id=ticket.id, unit_id=unit_id, role=role,
                                whistler_unit_id=holder.id, whistled_by=actor.id, state="waiting",
                                created_at=now))
@@ -109,6 +115,9 @@ async def whistle(session: AsyncSession, core: Core, actor: Person, ticket: Tick
     tickets.audit(session, ticket, actor.id, "whistled", now, previous,
                   data={"lead": lead.code, "coop": coop_ids, "by": holder.code})
     await deadlines.after(session, core, ticket, Action.WHISTLE)
+    claim_span = core.config.timers_for(ticket.order_type, ticket.category)["claim"]
+    for unit_id in coop_ids:  # each cooperating department must report for duty in time
+        deadlines.start_timer(session, core, ticket, "duty", claim_span, unit_id)
     await tickets.refresh_cards(session, core, ticket)
     for unit_id in [lead.id, *coop_ids]:
         await tickets.post_card(session, core, ticket, unit_id)
@@ -132,6 +141,9 @@ async def report_for_duty(session, core: Core, person: Person, t: Translator, ti
                                unit=org.display_name(unit, t.locale)), show_alert=True)
     now = core.now()
     assignment.state, assignment.reported_by, assignment.reported_at = "reported", person.id, now
+    for timer in await deadlines.open_timers(session, ticket.id, ["duty"]):
+        if timer.unit_id == unit.id:
+            deadlines.finish(timer, now)
     tickets.audit(session, ticket, person.id, "reported_for_duty", now, ticket.state,
                   data={"unit": unit.code})
     await tickets.refresh_cards(session, core, ticket)

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -205,7 +206,8 @@ class Sandbox:
     async def start(self) -> None:
         from bot.app import Whistle  # imported late: the CLI imports this module cheaply
 
-        app = web.Application(client_max_size=MAX_UPLOAD_BYTES)
+        app = web.Application(client_max_size=MAX_UPLOAD_BYTES, middlewares=[same_origin_only])
+        app[ALLOWED_HOSTS] = {"127.0.0.1", "localhost", "::1", self.host}
         self.api.add_routes(app)
         self._add_routes(app)
         app.on_shutdown.append(self._close_streams)
@@ -690,7 +692,27 @@ def _json_errors(handler):
     return wrapped
 
 
+ALLOWED_HOSTS = web.AppKey("allowed_hosts", set)
+
+
+@web.middleware
+async def same_origin_only(request: web.Request, handler):
+    """The sandbox acts as anyone in the district: only its own page may drive it. A POST
+    from another site (its Origin differs) or to another host name (DNS rebinding) is refused."""
+    if request.path.startswith("/sandbox/api") and request.method != "GET":
+        origin = request.headers.get("Origin")
+        host = request.headers.get("Host", "")
+        if origin is not None and urlsplit(origin).netloc != host:
+            raise web.HTTPForbidden(text='{"error": "cross-site request refused"}',
+                                    content_type="application/json")
+        if urlsplit(f"//{host}").hostname not in request.app[ALLOWED_HOSTS]:
+            raise web.HTTPForbidden(text='{"error": "unknown host"}', content_type="application/json")
+    return await handler(request)
+
+
 async def _json_body(request: web.Request) -> dict[str, Any]:
+    if request.content_type != "application/json":
+        raise _bad("the body must be JSON (Content-Type: application/json)")
     try:
         body = await request.json()
     except (ValueError, UnicodeDecodeError):

@@ -20,7 +20,7 @@ from deadline_helpers import (
     C1_CHAT, CENTRE_CHAT, CHIEF_G01, CHIEF_G02, G01_CHAT, STREET_CHAT, SECRETARY_C1, alert_text,
     body, board_ref, bot_texts, buttons, claim, count, event_kinds, events_of, file_report,
     group_text, has_button, last_id, local, note, open_timer, person_id, press, sent_requests,
-    sweep_at, ticket_row, timers, unit_id, wait_card, wait_sent,
+    sweep_at, ticket_row, timers, unit_id, unit_name, wait_card, wait_sent,
 )
 
 
@@ -229,6 +229,10 @@ async def test_resolve_warning_and_breach_are_batched_per_assignee_then_escalate
         assert (ticket.state, ticket.level, ticket.escalations, ticket.assignee_id) == (
             "escalated", "community", 1, None)
         assert (await events_of(whistle, filed.id, "escalated"))[0].actor_id is None
+        # the grid chief who had it is told privately, in his language
+        told = await api.wait_message(CHIEF_G01, contains=f"#{filed.number}",
+                                      predicate=lambda m: "⬆️" in (m.get("text") or ""))
+        assert await unit_name(whistle, "c1") in told["text"]
     # The grace escalation happens once: nothing left to do for the breached resolve timers.
     assert (await sweep_at(whistle, clock, local(2026, 11, 30, 15, 1))).escalated == 0
 

@@ -647,7 +647,7 @@ async def test_no_its_a_new_problem_continues_to_the_contact_step(whistle, api, 
     existing = await file(whistle, other, where=("point", G07))
 
     r = resident(9001)
-    suggestions = await walk(r, "nearby", where=("point", offset(G07, east=60)))
+    await walk(r, "nearby", where=("point", offset(G07, east=60)))
     me = await person_of(whistle, r.id)
     # anything but a button at this step: a hint, and the suggestions again
     again = await r.text("it is the same one I think", NEARBY_HINT, NEARBY)

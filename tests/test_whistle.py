@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from models.tables import Assignment, DepartmentRating
+from models.tables import Assignment, DepartmentRating, Timer
 
 from deadline_helpers import (
     C1_CHAT, CHIEF_G01, D_CG_CHAT, D_HW_CHAT, D_SJ_CHAT, G01_CHAT, OFFICER_CG, OFFICER_SJ,
@@ -243,3 +243,39 @@ async def test_refreshing_cards_that_did_not_change_is_not_a_failed_delivery(whi
     await api.wait_for(lambda: buttons(api.message(D_HW_CHAT, coop_card["message_id"])) == [])
     await wait_sent(whistle, api)
     assert await failed_rows(whistle) == []
+
+
+async def test_a_cooperating_department_has_its_own_duty_deadline(whistle, api, staff, clock):
+    """Each cooperating department must report for duty within the claim span of the order
+    type: it is on that department's board when due, and a miss alerts the unit that
+    whistled. Reporting for duty in time ends the timer."""
+    filed, c1_card = await escalated_to_c1(api, whistle)
+    cg, sj, hw = [await unit_id(whistle, c) for c in ("d-cg", "d-sj", "d-hw")]
+    await blow_whistle(api, whistle, filed, c1_card, lead=cg, coop=[sj, hw])
+    duties = {t.unit_id: t for t in await timers_of(whistle, filed.id, "duty")}
+    assert set(duties) == {sj, hw}
+    start = duties[sj].starts_at
+    assert duties[sj].due_at == whistle.core.calendar.add(start, whistle.config.deadlines.routine.claim)
+
+    # 梁红 reports for duty for 市场监管 in time; 环卫 does not
+    duty_card = await wait_card(api, D_SJ_CHAT, filed.id, prefix="duty:")
+    await press(api, OFFICER_SJ, D_SJ_CHAT, duty_card["message_id"], f"duty:{filed.id}")
+    await wait_sent(whistle, api)
+    duties = {t.unit_id: t for t in await timers_of(whistle, filed.id, "duty")}
+    assert (duties[sj].stage, duties[sj].met) == ("done", True)
+
+    await sweep_at(whistle, clock, duties[hw].warn_at)  # the lead's claim timer warns too
+    assert {t.unit_id: t.stage for t in await timers_of(whistle, filed.id, "duty")}[hw] == "warned"
+    board = await api.wait_message(D_HW_CHAT, contains="📋")
+    assert filed.number in board["text"]
+    after = last_id(api, C1_CHAT)
+    await sweep_at(whistle, clock, duties[hw].due_at)
+    alert = await api.wait_message(C1_CHAT, contains=filed.number, after=after)
+    assert await unit_name(whistle, "d-hw") in alert["text"]
+    duties = {t.unit_id: t for t in await timers_of(whistle, filed.id, "duty")}
+    assert (duties[hw].stage, duties[hw].met) == ("breached", False)
+
+
+async def timers_of(whistle, ticket_id: int, kind: str) -> list[Timer]:
+    return list(await whistle.db.run(lambda s: s.scalars(
+        select(Timer).where(Timer.ticket_id == ticket_id, Timer.kind == kind).order_by(Timer.id))))
