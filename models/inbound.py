@@ -201,6 +201,14 @@ async def on_button(session: AsyncSession, core: Core, person: Person, t: Transl
         return Reply()
     if inp.action == "bind" and parse_id(inp.arg):
         return await bind(session, core, person, t, inp, parse_id(inp.arg))
+    if inp.action == "bindg" and parse_id(inp.arg):
+        community = await session.get(Unit, parse_id(inp.arg))
+        if inp.private or community is None or community.kind != "community":
+            return stale
+        if not await is_admin(session, core, person, inp):
+            return Reply(alert=t._("Only an administrator can bind this chat."), show_alert=True)
+        await _bind_choices(session, core, inp, community)
+        return Reply()
     return stale
 
 
@@ -278,14 +286,28 @@ async def bind_menu(session, core: Core, person: Person, t: Translator, inp: Inp
     if not await is_admin(session, core, person, inp):
         say(session, core, inp, core.i18n.get(None)._("Only an administrator can bind this chat."))
         return Reply()
+    await _bind_choices(session, core, inp, None)
+    return Reply()
+
+
+async def _bind_choices(session, core: Core, inp: Input, community: Unit | None) -> None:
+    """Two levels, so a district with hundreds of grids stays within Telegram's keyboard
+    limits: first the district, streets, communities and departments (and "grids of …"
+    for each community), then one community's grids."""
     group_t = core.i18n.get(None)
-    units = []
-    for kind in ("district", "street", "community", "grid", "department"):
-        units += await org.units_of_kind(session, kind)
-    buttons = [Button(org.display_name(u, group_t.locale), "bind", str(u.id)) for u in units]
+    name = lambda u: org.display_name(u, group_t.locale)  # noqa: E731
+    if community is None:
+        units = []
+        for kind in ("district", "street", "community", "department"):
+            units += await org.units_of_kind(session, kind)
+        buttons = [Button(name(u), "bind", str(u.id)) for u in units]
+        buttons += [Button(group_t._("Grids of {community}…", community=name(c)), "bindg", str(c.id))
+                    for c in await org.units_of_kind(session, "community")]
+    else:
+        buttons = [Button(name(g), "bind", str(g.id))
+                   for g in await org.children(session, community.id, kind="grid")]
     say(session, core, inp, group_t._("Which unit does this chat speak for?"),
         buttons=[buttons[i:i + 2] for i in range(0, len(buttons), 2)])
-    return Reply()
 
 
 async def bind(session, core: Core, person: Person, t: Translator, inp: Input,

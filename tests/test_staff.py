@@ -500,8 +500,16 @@ async def test_bind_a_new_group(whistle, api, people):
 
     after = last_id(api, -100999)
     api.user_sends_text(5001, -100999, "/bind")
+    top = await api.wait_message(-100999, after=after, predicate=has_button("bind:"))
+    c1 = await unit_id(whistle, "c1")
+    # two levels: units above the grids, and "grids of …" per community
+    assert f"bind:{c1}" in buttons(top) and f"bindg:{c1}" in buttons(top)
+    assert f"bind:{g03}" not in buttons(top)
+    assert (await press(api, 1001, -100999, top["message_id"], f"bindg:{c1}"))["show_alert"]
+    after = last_id(api, -100999)
+    await press(api, 5001, -100999, top["message_id"], f"bindg:{c1}")
     menu = await api.wait_message(-100999, after=after, predicate=has_button("bind:"))
-    assert f"bind:{g03}" in buttons(menu)
+    assert f"bind:{g03}" in buttons(menu) and len(buttons(menu)) == 4
 
     answer = await press(api, 1001, -100999, menu["message_id"], f"bind:{g03}")
     assert answer["show_alert"]
