@@ -9,8 +9,8 @@ from . import follow, org
 from .context import Core
 from .i18n import N_, Translator
 from .lifecycle import STATE_LABELS, TRANSITIONS, WAITING, WORKING, Action, State
-from .messages import Button, KeyButton, OutMessage, enqueue
-from .people import first_name, private_targets
+from .messages import Button, KeyButton, OutMessage
+from .people import first_name, tell
 from .tables import Assignment, Person, Ticket, TicketEvent, Unit
 
 ROLE_LABELS = {
@@ -190,11 +190,10 @@ async def notify_reporter(session: AsyncSession, core: Core, ticket: Ticket, eve
 
 async def _notify_one(session, core: Core, ticket: Ticket, event: str, person_id: int,
                       actor: Person | None, note: str | None, photo: int | None) -> None:
-    reporter = await session.get(Person, person_id)
-    for target, identity in await private_targets(session, reporter.id, core.channels):
-        t = core.i18n.get(core.i18n.pick(reporter.locale, identity.language_code))
+    holder = await session.get(Unit, ticket.unit_id)
+
+    async def render(t: Translator) -> OutMessage:
         who = await role_label(session, t, actor, ticket.unit_id) if actor else ""
-        holder = await session.get(Unit, ticket.unit_id)
         status = t._(STATE_LABELS[State(ticket.state)])
         text = {
             "created": lambda: t._("✅ Report received. Your ticket number is {number}.\n"
@@ -228,7 +227,8 @@ async def _notify_one(session, core: Core, ticket: Ticket, event: str, person_id
         message = OutMessage(text=text, photos=[photo] if photo else [])
         if event == "created":
             message.keyboard = main_keyboard(t)
-        enqueue(session, target, message, core.now())
+        return message
+    await tell(session, core, person_id, render)
 
 
 async def timeline_text(session: AsyncSession, core: Core, ticket: Ticket, t: Translator) -> str:

@@ -17,7 +17,7 @@ from .i18n import N_, Translator
 from .inputs import Input, Reply, parse_id
 from .lifecycle import FINAL, STATE_LABELS, Action, State, TransitionError, sources
 from .messages import Button, OutMessage, Target, enqueue
-from .people import private_targets
+from .people import tell
 from .tables import Person, Ticket, Unit
 
 NOTE_ACTIONS = {"progress": Action.PROGRESS, "resolve": Action.RESOLVE,
@@ -97,11 +97,9 @@ async def _share_contact(session, core: Core, assignee: Person, ticket: Ticket) 
     """Only the assignee learns the reporter's phone, and only if it was shared."""
     if not ticket.contact_phone:
         return
-    for target, identity in await private_targets(session, assignee.id, core.channels):
-        t = core.i18n.get(core.i18n.pick(assignee.locale, identity.language_code))
-        enqueue(session, target, OutMessage(text=t._(
-            "Reporter's phone for #{number}: {phone}", number=ticket.number,
-            phone=ticket.contact_phone)), core.now())
+    await tell(session, core, assignee.id, lambda t: OutMessage(text=t._(
+        "Reporter's phone for #{number}: {phone}", number=ticket.number,
+        phone=ticket.contact_phone)))
 
 
 async def _allowed(session, person: Person, ticket: Ticket, action: str) -> bool:

@@ -1,14 +1,20 @@
 """Who is talking: channel identities resolved to people, and where to reach them."""
 from __future__ import annotations
 
-from collections.abc import Collection
+import inspect
+from collections.abc import Awaitable, Callable, Collection
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .inputs import Sender
-from .messages import Target
+from .messages import OutMessage, Target, enqueue
+
+if TYPE_CHECKING:
+    from .context import Core
+    from .i18n import Translator
 from .tables import Dialogue, Identity, Person
 
 
@@ -43,6 +49,19 @@ async def private_targets(session: AsyncSession, person_id: int,
         Identity.person_id == person_id, Identity.blocked.is_(False),
         Identity.channel.in_(list(channels))))
     return [(Target(i.channel, i.external_id), i) for i in rows]
+
+
+async def tell(session: AsyncSession, core: "Core", person_id: int,
+               render: Callable[["Translator"], OutMessage | Awaitable[OutMessage]]) -> None:
+    """Write to a person privately on each running channel, in their language:
+    ``render(t)`` makes the message for the translator ``t``."""
+    person = await session.get(Person, person_id)
+    for target, identity in await private_targets(session, person_id, core.channels):
+        t = core.i18n.get(core.i18n.pick(person.locale, identity.language_code))
+        message = render(t)
+        if inspect.isawaitable(message):
+            message = await message
+        enqueue(session, target, message, core.now())
 
 
 def first_name(name: str) -> str:

@@ -19,8 +19,8 @@ from .deadlines import finish
 from .i18n import N_
 from .lifecycle import TransitionError
 from .messages import OutMessage, Target, enqueue
-from .people import private_targets
-from .tables import Person, Ticket, Timer, Unit
+from .people import tell
+from .tables import Ticket, Timer, Unit
 
 BATCH = 500
 REMINDERS = {
@@ -175,12 +175,11 @@ async def remind(session, core: Core, batch: Batch, timer: Timer, ticket: Ticket
 
 async def flush(session, core: Core, batch: Batch) -> None:
     for person_id, lines in batch.reminders.items():
-        person = await session.get(Person, person_id)
-        for target, identity in await private_targets(session, person_id, core.channels):
-            t = core.i18n.get(core.i18n.pick(person.locale, identity.language_code))
-            body = "\n".join(t._(text, number=number, due=core.local(due).strftime("%m-%d %H:%M"))
-                             for text, number, due in lines)
-            enqueue(session, target, OutMessage(text=t._("Deadlines:") + "\n" + body), core.now())
+        def reminders(t, lines=lines) -> OutMessage:
+            return OutMessage(text="\n".join([t._("Deadlines:"), *(
+                t._(text, number=number, due=core.local(due).strftime("%m-%d %H:%M"))
+                for text, number, due in lines)]))
+        await tell(session, core, person_id, reminders)
     for unit_id, lines in batch.alerts.items():
         for chat in await org.chats_of_unit(session, unit_id, channels=core.channels):
             for page in board.paginate(core.i18n.get(None)._("Missed deadlines:"), lines):

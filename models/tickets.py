@@ -15,7 +15,7 @@ from .context import Core
 from .i18n import N_
 from .lifecycle import FINAL, LEVELS, OPEN, STATE_LABELS, WORKING, Action, State, TransitionError, check, sources
 from .messages import OutMessage, Target, enqueue
-from .people import load_dialogue, private_targets
+from .people import load_dialogue, tell
 from .tables import Media, MessageRef, Person, Ticket, TicketCounter, TicketEvent, Unit
 
 
@@ -290,12 +290,9 @@ async def escalate(session: AsyncSession, core: Core, actor: Person | None, tick
 async def _tell_former_assignee(session, core: Core, person_id: int, ticket: Ticket, upper: Unit,
                                 reason: str | None) -> None:
     """The grid assignee stays informed when the ticket goes up without them."""
-    person = await session.get(Person, person_id)
-    for target, identity in await private_targets(session, person_id, core.channels):
-        t = core.i18n.get(core.i18n.pick(person.locale, identity.language_code))
-        enqueue(session, target, OutMessage(text=t._(
-            "⬆️ #{number} was escalated to {unit}: {reason}", number=ticket.number,
-            unit=org.display_name(upper, t.locale), reason=reason or "—")), core.now())
+    await tell(session, core, person_id, lambda t: OutMessage(text=t._(
+        "⬆️ #{number} was escalated to {unit}: {reason}", number=ticket.number,
+        unit=org.display_name(upper, t.locale), reason=reason or "—")))
 
 
 async def reopen(session: AsyncSession, core: Core, actor: Person | None, ticket: Ticket,
@@ -393,12 +390,9 @@ async def answer_resident(session: AsyncSession, core: Core, reporter: Person, t
     await deadlines.resume(session, core, ticket)
     await refresh_cards(session, core, ticket)
     if ticket.assignee_id:
-        assignee = await session.get(Person, ticket.assignee_id)
-        for target, identity in await private_targets(session, assignee.id, core.channels):
-            t = core.i18n.get(core.i18n.pick(assignee.locale, identity.language_code))
-            enqueue(session, target, OutMessage(text=t._(
-                "💬 The resident answered on #{number}: {answer}", number=ticket.number,
-                answer=answer), photos=[media_id] if media_id else []), core.now())
+        await tell(session, core, ticket.assignee_id, lambda t: OutMessage(text=t._(
+            "💬 The resident answered on #{number}: {answer}", number=ticket.number,
+            answer=answer), photos=[media_id] if media_id else []))
 
 
 async def notify_whistler(session, core: Core, ticket: Ticket, actor: Person, note: str) -> None:
@@ -437,16 +431,16 @@ async def add_info(session: AsyncSession, core: Core, person: Person, ticket: Ti
           data={"photo": media_id} if media_id else None)
     if media_id is not None:
         await session.execute(update(Media).where(Media.id == media_id).values(ticket_id=ticket.id))
-    t = core.i18n.get(None)
-    text = t._("💬 More information on #{number}: {note}", number=ticket.number, note=note)
+    def message(t):
+        return OutMessage(text=t._("💬 More information on #{number}: {note}",
+                                   number=ticket.number, note=note),
+                          photos=[media_id] if media_id else [])
     if ticket.assignee_id:
-        assignee = await session.get(Person, ticket.assignee_id)
-        targets = [target for target, _ in await private_targets(session, assignee.id, core.channels)]
+        await tell(session, core, ticket.assignee_id, message)
     else:
-        targets = [Target(c.channel, c.chat_id) for c in await org.chats_of_unit(session, ticket.unit_id, channels=core.channels)]
-    for target in targets:
-        enqueue(session, target, OutMessage(text=text, photos=[media_id] if media_id else []),
-                core.now())
+        for chat in await org.chats_of_unit(session, ticket.unit_id, channels=core.channels):
+            enqueue(session, Target(chat.channel, chat.chat_id), message(core.i18n.get(None)),
+                    core.now())
 
 
 async def close_duplicate(session: AsyncSession, core: Core, actor: Person, ticket: Ticket,

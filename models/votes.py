@@ -17,7 +17,7 @@ from .i18n import N_, Translator
 from .inputs import Input, Reply, parse_id
 from .lifecycle import State, TransitionError
 from .messages import Button, OutMessage, enqueue
-from .people import load_dialogue, private_targets
+from .people import load_dialogue, tell
 from .tables import Person, Ticket, Timer, Vote
 
 VOTE_ACTIONS = {"vs", "vq"}
@@ -42,16 +42,14 @@ async def voters(session: AsyncSession, ticket: Ticket) -> list[int]:
 
 
 async def ask(session: AsyncSession, core: Core, ticket: Ticket, reminder: bool = False) -> None:
+    def question(t: Translator) -> OutMessage:
+        text = (t._("⏰ Reminder: is the problem in report {number} solved?", number=ticket.number)
+                if reminder else
+                t._("Report {number} was marked resolved. Is the problem solved?",
+                    number=ticket.number))
+        return OutMessage(text=text, buttons=solved_buttons(t, ticket.id))
     for person_id in await voters(session, ticket):
-        person = await session.get(Person, person_id)
-        for target, identity in await private_targets(session, person_id, core.channels):
-            t = core.i18n.get(core.i18n.pick(person.locale, identity.language_code))
-            text = (t._("⏰ Reminder: is the problem in report {number} solved?", number=ticket.number)
-                    if reminder else
-                    t._("Report {number} was marked resolved. Is the problem solved?",
-                        number=ticket.number))
-            enqueue(session, target, OutMessage(text=text, buttons=solved_buttons(t, ticket.id)),
-                    core.now())
+        await tell(session, core, person_id, question)
 
 
 async def on_button(session: AsyncSession, core: Core, person: Person, t: Translator,
