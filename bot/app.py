@@ -1,8 +1,10 @@
 """The running service: database, core, Telegram application and sender, wired together."""
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
+from dataclasses import replace
 from collections.abc import Callable
 from datetime import datetime
 
@@ -20,8 +22,9 @@ from models import inbound
 from models.context import Core, utcnow
 from models.db import Database
 from models.i18n import I18n, normalise
-from models.inputs import Input, Reply
+from models.inputs import Input, PhotoIn, Reply
 from models.media import MediaStore
+from models.photos import PhotoError, clean as clean_photo
 from models.org import import_org
 from models.org_file import load_org_file
 from models.routing import Router
@@ -120,7 +123,19 @@ class Whistle:
         await self.db.dispose()
 
     async def handle(self, inp: Input) -> Reply:
+        if inp.photo is not None and inp.photo.data is not None and not inp.photo.cleaned:
+            inp = replace(inp, photo=await self._clean(inp.photo))
         return await self.db.run(lambda session: inbound.handle(session, self.core, inp))
+
+    async def _clean(self, photo: PhotoIn) -> PhotoIn:
+        """Re-encode in a worker thread, before the transaction: on SQLite the write lock
+        is held for the whole transaction, and image work must not hold up other chats."""
+        try:
+            data, gps = await asyncio.to_thread(clean_photo, photo.data,
+                                                self.config.privacy.photo_max_side)
+        except PhotoError:
+            return replace(photo, unreadable=True)
+        return replace(photo, data=data, gps=gps, cleaned=True)
 
     def failure_text(self, language_code: str | None) -> str:
         return self.i18n.get(normalise(language_code))._(

@@ -381,7 +381,12 @@ async def store_photo(session: AsyncSession, core: Core, person: Person, inp: In
                       kind: str) -> Media:
     """Clean (metadata stripped, size limited) and store a photo; raises PhotoError.
     The channel's file id is not kept: it would still carry the original's metadata."""
-    data, gps = clean_photo(inp.photo.data, core.config.privacy.photo_max_side)
+    if inp.photo.unreadable:
+        raise PhotoError("not an image")
+    if inp.photo.cleaned:
+        data, gps = inp.photo.data, inp.photo.gps
+    else:
+        data, gps = clean_photo(inp.photo.data, core.config.privacy.photo_max_side)
     path, digest = core.media.save(data)
     media = Media(owner_id=person.id, kind=kind, path=path, sha256=digest, size=len(data),
                   telegram_file_id=None, created_at=core.now())

@@ -24,11 +24,16 @@ class Sender:
 
 @dataclass(frozen=True)
 class PhotoIn:
-    """A photo already downloaded by the adapter (or too big to download)."""
+    """A photo already downloaded by the adapter (or too big to download). ``size`` is
+    what the person sent; ``cleaned`` marks ``data`` as already re-encoded (``gps`` then
+    holds the position its metadata carried) and ``unreadable`` a file that is no image."""
 
     data: bytes | None
     size: int
     channel_file_id: str | None = None
+    cleaned: bool = False
+    gps: tuple[float, float] | None = None
+    unreadable: bool = False
 
 
 @dataclass
