@@ -7,7 +7,8 @@ description, location, photos (metadata stripped) and the audit trail.
 ``/forget`` replaces the name with a pseudonym, drops the phone number and the chat
 identity, and ends the dialogue; tickets and statistics stay. With
 ``privacy.photo_retention_days`` set, photos of tickets closed that long ago are
-deleted."""
+deleted, and so are photos of drafts never filed that are older than that; /forget
+deletes a person's unfiled photos at once."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
@@ -47,6 +48,13 @@ async def forget(session: AsyncSession, core: Core, person: Person) -> None:
     await session.execute(update(Ticket).where(Ticket.id.in_(followed))
                           .values(followers=Ticket.followers - 1))
     await session.execute(delete(Dialogue).where(Dialogue.person_id == person.id))
+    # photos of drafts never filed are theirs alone: rows and files go now
+    drafts = list(await session.scalars(select(Media).where(Media.owner_id == person.id,
+                                                            Media.ticket_id.is_(None))))
+    await session.execute(delete(Media).where(Media.id.in_([m.id for m in drafts])))
+    for path in {m.path for m in drafts}:
+        if await session.scalar(select(func.count()).where(Media.path == path)) == 0:
+            core.media.path(path).unlink(missing_ok=True)
     reported = list(await session.scalars(select(Ticket).where(Ticket.reporter_id == person.id)))
     for ticket in reported:
         ticket.contact_phone, ticket.anonymous = None, True
@@ -61,9 +69,12 @@ async def expired_photos(session: AsyncSession, core: Core, now: datetime) -> li
     days = core.config.privacy.photo_retention_days
     if not days:
         return []
+    cutoff = now - timedelta(days=days)
     closed = select(Ticket.id).where(Ticket.state.in_([s.value for s in FINAL]),
-                                     Ticket.closed_at < now - timedelta(days=days))
-    rows = list(await session.scalars(select(Media).where(Media.ticket_id.in_(closed))))
+                                     Ticket.closed_at < cutoff)
+    rows = list(await session.scalars(select(Media).where(
+        Media.ticket_id.in_(closed)
+        | (Media.ticket_id.is_(None) & (Media.created_at < cutoff)))))  # drafts never filed
     paths = {row.path for row in rows}
     await session.execute(delete(Media).where(Media.id.in_([row.id for row in rows])))
     still_used = set(await session.scalars(select(Media.path).where(Media.path.in_(paths))

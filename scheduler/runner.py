@@ -31,6 +31,12 @@ class Scheduler:
                                 id="retention", max_instances=1, coalesce=True,
                                 misfire_grace_time=3600)
         self._scheduler.start()
+        if self._digest_missed():  # down at digest time: send it now (claimed once per day)
+            self._scheduler.add_job(self.digest, id="digest-catch-up")
+
+    def _digest_missed(self) -> bool:
+        local = self.core.local(self.core.now())
+        return local.time() >= self.core.config.schedule.digest_time
 
     async def sweep(self) -> None:
         await run_sweep(self.db, self.core, self.core.now())

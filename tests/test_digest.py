@@ -4,6 +4,7 @@ the district covers everything — and split into parts of at most 4,096 charact
 from __future__ import annotations
 
 import asyncio
+from datetime import timezone
 
 import pytest
 from sqlalchemy import select
@@ -14,6 +15,7 @@ from models.digest import digest_text
 from models.rates import percent
 from models.tables import JobRun, Person, Unit
 from scheduler.jobs import run_digest
+from scheduler.runner import Scheduler
 
 from deadline_helpers import (
     ALL_CHATS, C1_CHAT, C2_CHAT, C3_CHAT, CENTRE_CHAT, CHIEF_G01, D_CG_CHAT, G01_CHAT, G05,
@@ -219,3 +221,28 @@ def test_paginate_respects_telegrams_limit_with_emoji_in_names():
     lines = [f"❗ #20261123-{i:04d} — 小王🌟 — 11-23 10:30" for i in range(300)]
     pages = paginate("📋 board", lines)
     assert [utf16(p) for p in pages if utf16(p) > LIMIT] == []
+
+
+async def test_a_digest_missed_while_down_is_sent_at_start_once(whistle, api, clock):
+    """The service was down at 08:30: when the scheduler starts at 09:00 it sends the day's
+    digest at once; started again the same day, it sends nothing more (claimed per day)."""
+    clock.now = local(2026, 11, 24, 9, 0).astimezone(timezone.utc)
+    scheduler = Scheduler(whistle.db, whistle.core)
+    scheduler.start()
+    try:
+        await api.wait_for(lambda: len(digests(api, CENTRE_CHAT)) == 1)
+        runs = await whistle.db.run(lambda s: s.scalars(select(JobRun.period).where(
+            JobRun.job == "digest")))
+        assert list(runs) == ["2026-11-24"]
+    finally:
+        scheduler.stop()
+    # started again the same day: it would catch up again, and the claim stops it
+    again = Scheduler(whistle.db, whistle.core)
+    assert again._digest_missed() is True
+    await again.digest()  # what the catch-up job runs
+    await api.wait_idle()
+    assert len(digests(api, CENTRE_CHAT)) == 1
+
+    early = Scheduler(whistle.db, whistle.core)
+    clock.now = local(2026, 11, 25, 8, 0).astimezone(timezone.utc)
+    assert early._digest_missed() is False  # before 08:30 nothing is missed yet

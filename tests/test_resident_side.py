@@ -1257,3 +1257,37 @@ async def test_retention_off_keeps_every_photo(whistle, api, resident, chief, cl
     clock.advance(days=400)
     assert await run_retention(whistle.db, whistle.core, clock.now) == 0
     assert await count(whistle, Media, Media.ticket_id == closed.id) == 1
+
+
+async def test_photos_of_drafts_never_filed_are_deleted(
+        retention_30_days, whistle, api, resident, clock, config):
+    """A cancelled report leaves a stored photo with no ticket: retention deletes it once
+    it is older than the retention period, and /forget deletes its owner's at once."""
+    r = resident(9001)
+    await to_photos(r)
+    await r.photo(jpeg(71), "Photo 1 of 3 received.")
+    await r.text("/cancel", "Cancelled.")
+    draft = (await rows(whistle, Media, Media.ticket_id.is_(None)))[0]
+    assert (config.media_dir / draft.path).is_file()
+
+    clock.advance(days=29)
+    assert await run_retention(whistle.db, whistle.core, clock.now) == 0
+    clock.advance(days=2)
+    assert await run_retention(whistle.db, whistle.core, clock.now) == 1
+    assert await count(whistle, Media, Media.id == draft.id) == 0
+    assert not (config.media_dir / draft.path).exists()
+
+    other = resident(9002)
+    await to_photos(other)
+    await other.photo(jpeg(72), "Photo 1 of 3 received.")
+    await other.text("/cancel", "Cancelled.")
+    unfiled = (await rows(whistle, Media, Media.ticket_id.is_(None)))[0]
+    await other.press(await other.text("/forget", FORGET_QUESTION), "fg:yes", ERASED)
+    assert await count(whistle, Media, Media.id == unfiled.id) == 0
+    assert not (config.media_dir / unfiled.path).exists()
+
+
+async def to_photos(r: Resident) -> None:
+    msg = await r.text("/start", WELCOME, ASK_CATEGORY)
+    msg = await r.press(msg, "cat:garbage", ASK_DESCRIPTION)
+    await r.text(DESCRIPTION, ASK_PHOTOS)
