@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from chat import Resident, all_button_data
 from images import jpeg
 from sqlalchemy import func, select
 
@@ -63,91 +64,10 @@ HINT_CONFIRM = "Please press Confirm, Edit or Cancel."
 
 # ---- a resident in a private chat ---------------------------------------------------------
 
-def button_data(message: dict, prefix: str) -> str:
-    """Callback data of the inline button whose data equals ``prefix`` or starts with it."""
-    datas = [b.get("callback_data", "") for row in
-             (message.get("reply_markup") or {}).get("inline_keyboard", []) for b in row]
-    for data in datas:
-        if data == prefix:
-            return data
-    for data in datas:
-        if data.startswith(prefix):
-            return data
-    raise AssertionError(f"no button {prefix!r} in {datas} (message {message.get('text')!r})")
-
-
-def all_button_data(message: dict) -> list[str]:
-    return [b.get("callback_data", "") for row in
-            (message.get("reply_markup") or {}).get("inline_keyboard", []) for b in row]
-
 
 def keyboard_labels(api, chat: int) -> list[str]:
     keyboard = api.reply_keyboard(chat) or {}
     return [b["text"] for row in keyboard.get("keyboard", []) for b in row]
-
-
-class Resident:
-    """Sends things to the bot and waits for the answers it expects, in order."""
-
-    def __init__(self, api, user_id: int):
-        self.api, self.id = api, user_id
-
-    def last_id(self) -> int:
-        msgs = self.api.messages(self.id)
-        return msgs[-1]["message_id"] if msgs else 0
-
-    async def expect(self, after: int, *texts: str) -> dict | None:
-        """Wait for bot messages containing ``texts`` one after the other; the last one."""
-        message = None
-        for text in texts:
-            message = await self.api.wait_message(self.id, contains=text, after=after)
-            after = message["message_id"]
-        return message
-
-    async def do(self, action, *expect: str) -> dict | None:
-        after = self.last_id()
-        action()
-        return await self.expect(after, *expect)
-
-    async def text(self, text: str, *expect: str) -> dict | None:
-        return await self.do(lambda: self.api.user_sends_text(self.id, self.id, text), *expect)
-
-    async def photo(self, data: bytes, *expect: str) -> dict | None:
-        return await self.do(lambda: self.api.user_sends_photo(self.id, self.id, data), *expect)
-
-    async def document(self, data: bytes, name: str, mime: str, *expect: str) -> dict | None:
-        return await self.do(
-            lambda: self.api.user_sends_document(self.id, self.id, data, name, mime), *expect)
-
-    async def location(self, point: tuple[float, float], *expect: str) -> dict | None:
-        return await self.do(lambda: self.api.user_sends_location(self.id, self.id, *point),
-                             *expect)
-
-    async def sticker(self, *expect: str) -> dict | None:
-        return await self.do(lambda: self.api.user_sends_sticker(self.id, self.id), *expect)
-
-    async def contact(self, phone: str, owner: int | None, *expect: str) -> dict | None:
-        return await self.do(lambda: self.api.user_sends_contact(
-            self.id, self.id, phone, "Li", contact_user_id=owner), *expect)
-
-    async def press(self, message: dict, prefix: str, *expect: str) -> dict | None:
-        """Press the button found by callback-data prefix and wait for the answers."""
-        data = button_data(message, prefix)
-        return await self.do(lambda: self.api.user_presses(
-            self.id, self.id, message["message_id"], data), *expect)
-
-    async def alert(self, message_id: int, data: str) -> str | None:
-        """Press ``data`` (forged or stale) on ``message_id``; the callback answer's text."""
-        query = self.api.user_presses(self.id, self.id, message_id, data)
-        answer = await self.api.wait_for(lambda: self.api.callback_answers.get(query),
-                                         description=f"an answer to {data!r}")
-        return answer["text"]
-
-    async def stays_silent(self, after: int) -> None:
-        """The bot handled everything and sent this resident nothing after ``after``."""
-        await self.api.wait_idle()
-        new = [m.get("text") for m in self.api.bot_messages(self.id) if m["message_id"] > after]
-        assert new == [], f"unexpected messages: {new}"
 
 
 @pytest.fixture
@@ -200,7 +120,7 @@ async def walk(r: Resident, until: str = "confirm", *, category: str = "garbage"
         return await r.text(ANONYMOUS, CHECK, SUMMARY)
     if contact == "name":
         return await r.text(FIRST_NAME, CHECK, SUMMARY)
-    return await r.contact(contact, r.id, CHECK, SUMMARY)
+    return await r.contact(contact, CHECK, SUMMARY)
 
 
 async def confirm(r: Resident, summary: dict) -> str:
@@ -406,14 +326,14 @@ async def test_contact_step_rejects_wrong_input(whistle, api, resident):
     assert before[0] == "contact" and before[1]["location"] == list(G05)
 
     await r.sticker(HINT_CONTACT, ASK_CONTACT)
-    await r.contact("+8613900009999", 9999, HINT_OWN_CONTACT)   # someone else's card
-    await r.contact("+8613900009999", None, HINT_OWN_CONTACT)   # from the address book
+    await r.contact("+8613900009999", HINT_OWN_CONTACT, owner=9999)   # someone else's card
+    await r.contact("+8613900009999", HINT_OWN_CONTACT, owner=None)   # from the address book
     await r.text("call me maybe", HINT_CONTACT, ASK_CONTACT)
     assert await dialogue_of(whistle, r.id) == before
     assert ["📱 Share my phone number"] in [
         [b["text"] for b in row] for row in api.reply_keyboard(r.id)["keyboard"]]
 
-    summary = await r.contact("+8613800001111", r.id, CHECK, SUMMARY)
+    summary = await r.contact("+8613800001111", CHECK, SUMMARY)
     assert "Contact: phone shared with the handler" in summary["text"]
     step, draft = await dialogue_of(whistle, r.id)
     assert step == "confirm"
