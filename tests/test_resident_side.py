@@ -905,8 +905,11 @@ async def test_forget_removes_the_first_name_from_the_grid_card(whistle, api, re
     card = await chief.card(ticket)
     assert "Qiao" in body(card)
     await r.press(await r.text("/forget", FORGET_QUESTION), "fg:yes", ERASED)
-    await api.wait_idle()
-    assert "Qiao" not in body(api.message(G07_CHAT, card["message_id"]))
+    # the card edit is queued in the same transaction and sent by the sender soon after
+    edited = await api.wait_for(
+        lambda: "Qiao" not in body(api.message(G07_CHAT, card["message_id"])),
+        description="the grid card edited without the first name")
+    assert edited is True
 
 
 # ==== 7. photos: no metadata, the GPS offer ======================================================
