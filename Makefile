@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 PG_TEST_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/test
 REQUIRE_PG ?=
 
-.PHONY: run test venv clean catalogs
+.PHONY: run test venv clean catalogs browser
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,16 @@ venv: $(BIN)/.installed
 run: venv
 	$(BIN)/python -m bot --config $(CONFIG) run
 
-test: venv
+# Browser tests drive Debian's Chromium; fonts-noto-cjk renders the Chinese pages and charts.
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -d /usr/share/fonts/opentype/noto ]; then \
+	  echo "== installing chromium and fonts-noto-cjk (Debian packages) =="; \
+	  $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-noto-cjk >/dev/null \
+	  || { $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -q >/dev/null && \
+	       $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-noto-cjk >/dev/null; }; \
+	fi
+
+test: venv browser
 	@echo "== test suite on SQLite =="
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	@if $(BIN)/python tests/pg_available.py $(PG_TEST_URL); then \

@@ -17,6 +17,7 @@ from bot.migrate import upgrade
 from bot.sender import Sender
 from bot.telegram_channel import TelegramChannel
 from bot.updates import PerChatUpdateProcessor
+from bot.web import WebServer, WhistleRef, build_app
 from handlers.telegram import register
 from models import inbound
 from models.context import Core, utcnow
@@ -39,7 +40,10 @@ class Whistle:
     """One process of the service. ``start``/``stop`` bracket its life; ``handle`` is
     what every channel adapter calls."""
 
-    def __init__(self, config: Config, clock: Callable[[], datetime] = utcnow):
+    def __init__(self, config: Config, clock: Callable[[], datetime] = utcnow, *,
+                 web_ref: WhistleRef | None = None):
+        """``web_ref``: a web server someone else runs (the sandbox) serves this service's
+        faces; without it the service runs its own when ``[web] enabled``."""
         self.config = config
         self.db = Database(config.database.url)
         self.i18n = I18n(config.default_locale)
@@ -49,6 +53,9 @@ class Whistle:
         self.application: Application | None = None
         self.sender: Sender | None = None
         self.scheduler: Scheduler | None = None
+        self.web_ref = web_ref if web_ref is not None else WhistleRef()
+        self.web: WebServer | None = None
+        self._own_web = web_ref is None
 
     async def prepare(self) -> None:
         """Migrate the schema, import the org file if it changed, build the router."""
@@ -103,12 +110,21 @@ class Whistle:
         if self.config.schedule.enabled:
             self.scheduler = Scheduler(self.db, self.core)
             self.scheduler.start()
+        self.web_ref.whistle = self
+        if self._own_web and self.config.web.enabled:
+            self.web = WebServer(build_app(self.web_ref, self.config),
+                                 self.config.web.host, self.config.web.port)
+            await self.web.start()
         log.info("Whistle is running as @%s", self.application.bot.username)
 
     async def stop(self) -> None:
         """Stop taking updates, let handlers finish, drain the sender, then close the
         Bot API client — never the other way round, or a message Telegram accepted
         could stay "pending" and be sent again after a restart."""
+        if self.web is not None:
+            await self.web.stop()
+            self.web = None
+        self.web_ref.whistle = None
         if self.scheduler is not None:
             self.scheduler.stop()
         if self.application is not None:

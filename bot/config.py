@@ -18,6 +18,8 @@ from models.calendar import Span
 ENV_OVERRIDES = {
     "WHISTLE_TELEGRAM_TOKEN": ("telegram", "token"),
     "WHISTLE_DATABASE_URL": ("database", "url"),
+    "WHISTLE_TELEGRAM_SECRET_TOKEN": ("telegram", "secret_token"),
+    "WHISTLE_WECOM_SECRET": ("wecom", "secret"),
 }
 
 
@@ -33,9 +35,72 @@ class TelegramConfig(Strict):
     token: str = ""
     base_url: str = "https://api.telegram.org/bot"
     base_file_url: str = "https://api.telegram.org/file/bot"
-    mode: Literal["polling"] = "polling"
+    mode: Literal["polling", "webhook"] = "polling"
     poll_timeout: int = Field(10, ge=0, le=50)
     admins: list[int] = []  # Telegram user ids allowed to /bind chats
+    # webhook mode: Telegram posts updates to our web server ([web] host/port)
+    webhook_url: str = ""  # the public https URL Telegram posts to, e.g. https://x.example/telegram
+    webhook_path: str = "/telegram/webhook"
+    secret_token: str = Field("", pattern=r"^[A-Za-z0-9_-]{0,256}$")
+
+
+class WebConfig(Strict):
+    """The bot's own aiohttp server: dashboard, Open311, WeCom callback, webhook, health."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    public_url: str = ""  # how others reach it (links in messages); default http://host:port
+
+
+class WecomConfig(Strict):
+    """A self-built WeCom app (自建应用); off unless ``enabled``."""
+
+    enabled: bool = False
+    corp_id: str = ""
+    agent_id: int = 0
+    secret: str = ""
+    token: str = ""
+    encoding_aes_key: str = ""
+    api_base_url: str = "https://qyapi.weixin.qq.com/cgi-bin"
+    callback_path: str = "/wecom/callback"
+    timestamp_window: int = Field(300, ge=1)  # seconds either side of now
+    member_per_minute: int = Field(30, ge=1)  # WeCom: app messages a member may receive
+    digest_webhooks: dict[str, str] = {}  # unit code → group robot webhook URL
+
+
+class DashboardConfig(Strict):
+    enabled: bool = True
+    path: str = "/dashboard"
+    session_hours: float = Field(12, gt=0)
+    secure_cookies: bool = True  # set False only for plain-http local testing
+    max_failed_logins: int = Field(5, ge=1)
+    lockout_minutes: float = Field(15, gt=0)
+
+
+class Open311Config(Strict):
+    enabled: bool = True
+    path: str = "/open311/v2"
+    jurisdiction_id: str = ""
+    max_description: int = Field(4000, ge=10)
+    default_days: int = Field(90, ge=1)
+    max_results: int = Field(1000, ge=1)
+
+
+class ReportConfig(Strict):
+    """Definitions of the rates where places differ (see docs/reports.md)."""
+
+    basic_weight: float = Field(0.9, ge=0, le=1)  # 基本满意 counts this much of 满意
+    weights: dict[str, float] = {"response": 0.1, "resolution": 0.5, "satisfaction": 0.4}
+    monthly_day: int = Field(1, ge=1, le=28)
+    monthly_time: time = time(9, 0)
+
+
+class LimitsConfig(Strict):
+    """Per-resident abuse limits."""
+
+    reports_per_hour: int = Field(5, ge=1)
+    messages_per_minute: int = Field(30, ge=1)
 
 
 class DatabaseConfig(Strict):
@@ -145,6 +210,12 @@ class Config(Strict):
     schedule: Schedule = Schedule()
     nearby: NearbyConfig = NearbyConfig()
     privacy: PrivacyConfig = PrivacyConfig()
+    web: WebConfig = WebConfig()
+    wecom: WecomConfig = WecomConfig()
+    dashboard: DashboardConfig = DashboardConfig()
+    open311: Open311Config = Open311Config()
+    report: ReportConfig = ReportConfig()
+    limits: LimitsConfig = LimitsConfig()
     categories: list[Category] = Field(min_length=1)
 
     @field_validator("timezone")

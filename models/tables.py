@@ -133,6 +133,7 @@ class Ticket(Base):
     duplicate_of_id: Mapped[int | None] = mapped_column(ForeignKey("ticket.id"))
     close_reason: Mapped[str | None] = mapped_column(String(16))  # not_fixable | not_ours | referred
     close_note: Mapped[str | None] = mapped_column(Text)
+    media_url: Mapped[str | None] = mapped_column(String(1000))  # a photo link given by Open311
 
 
 class Follower(Base):
@@ -303,3 +304,76 @@ class TicketCounter(Base):
     __tablename__ = "ticket_counter"
     day: Mapped[str] = mapped_column(String(8), primary_key=True)
     last: Mapped[int] = mapped_column(BigInteger)
+
+
+class Inbox(Base):
+    """An update already handled (a Telegram update id, a WeCom MsgId), written in the
+    transaction of its effects: a redelivered update is recognised and dropped."""
+
+    __tablename__ = "inbox"
+    __table_args__ = (UniqueConstraint("channel", "key"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    channel: Mapped[str] = mapped_column(String(16))
+    key: Mapped[str] = mapped_column(String(128))
+    received_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class StaffUser(Base):
+    """A command-centre dashboard login. ``unit_id`` scopes what the user sees (None with
+    ``is_admin``: the whole district)."""
+
+    __tablename__ = "staff_user"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))  # argon2
+    person_id: Mapped[int | None] = mapped_column(ForeignKey("person.id"))
+    unit_id: Mapped[int | None] = mapped_column(ForeignKey("unit.id"))
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None]
+    last_login_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+
+
+class WebSession(Base):
+    """A dashboard session; the cookie holds a random token, the row only its hash."""
+
+    __tablename__ = "web_session"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the cookie token
+    user_id: Mapped[int] = mapped_column(ForeignKey("staff_user.id"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class ApiKey(Base):
+    """An Open311 client's key; only its hash is stored."""
+
+    __tablename__ = "api_key"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+
+
+class Ban(Base):
+    """A person staff have banned from reporting (abuse)."""
+
+    __tablename__ = "ban"
+    person_id: Mapped[int] = mapped_column(ForeignKey("person.id"), primary_key=True)
+    reason: Mapped[str | None] = mapped_column(Text)
+    banned_by: Mapped[int | None] = mapped_column(ForeignKey("person.id"))
+    created_at: Mapped[datetime]
+
+
+class RateCounter(Base):
+    """A fixed-window counter shared by every process (per-resident limits, send budgets)."""
+
+    __tablename__ = "rate_counter"
+    key: Mapped[str] = mapped_column(String(96), primary_key=True)
+    period: Mapped[str] = mapped_column(String(24), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)
+    expires_at: Mapped[datetime] = mapped_column(index=True)

@@ -206,10 +206,13 @@ class Sandbox:
     async def start(self) -> None:
         from bot.app import Whistle  # imported late: the CLI imports this module cheaply
 
-        app = web.Application(client_max_size=MAX_UPLOAD_BYTES, middlewares=[same_origin_only])
+        from bot.web import WhistleRef, build_app
+
+        ref = WhistleRef()
+        # one server for everything: the fake Telegram, the page, and Whistle's own faces
+        app = build_app(ref, self.config, extra=[self.api.add_routes, self._add_routes],
+                        middlewares=[same_origin_only], client_max_size=MAX_UPLOAD_BYTES)
         app[ALLOWED_HOSTS] = {"127.0.0.1", "localhost", "::1", self.host}
-        self.api.add_routes(app)
-        self._add_routes(app)
         app.on_shutdown.append(self._close_streams)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
@@ -219,7 +222,7 @@ class Sandbox:
             self.api.port = self.port  # base_url/base_file_url of the fake now name this server
             self._prepare_files()
             self.whistle = Whistle(sandbox_config(self.config, self.origin, self.database,
-                                                  self.media_dir))
+                                                  self.media_dir), web_ref=ref)
             await self.whistle.start()
         except BaseException:
             await self.stop()

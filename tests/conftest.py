@@ -121,6 +121,8 @@ def config(tmp_path, api, database_url):
     cfg.sender.group_burst = 1000
     cfg.sender.per_second = 1000
     cfg.schedule.enabled = False  # tests call the sweep and digest with a controlled clock
+    cfg.web.port = 0  # the bot's web server on a free port (whistle.web.origin)
+    cfg.dashboard.secure_cookies = False  # plain http on 127.0.0.1
     return cfg
 
 
