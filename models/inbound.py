@@ -14,6 +14,7 @@ from .context import Core
 from .dialogue import DIALOGUE_ACTIONS, load, open_intake, store_photo
 from .photos import PhotoError
 from .i18n import LOCALES, Translator
+from .inbox import first_delivery
 from .inputs import Input, Reply, parse_id
 from .lifecycle import OPEN, STATE_LABELS, State, TransitionError
 from .messages import Button, OutMessage, enqueue
@@ -76,6 +77,9 @@ LANGUAGE_NAMES = {"zh_Hans": "简体中文", "en": "English"}
 
 
 async def handle(session: AsyncSession, core: Core, inp: Input) -> Reply:
+    if inp.dedupe_key is not None and not await first_delivery(
+            session, inp.sender.channel, inp.dedupe_key, core.now()):
+        return Reply(duplicate=True)
     person, identity = await people.resolve(session, inp.sender, core.now())
     t = core.i18n.get(core.i18n.pick(person.locale, identity.language_code))
     if inp.kind == "command":

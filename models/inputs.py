@@ -54,6 +54,7 @@ class Input:
     action: str | None = None  # for buttons: "claim"
     arg: str = ""  # for buttons: "17"
     reply_to_bot: bool = False
+    dedupe_key: str | None = None  # the channel's id of this update: handled at most once
 
 
 @dataclass
@@ -62,3 +63,4 @@ class Reply:
 
     alert: str | None = None
     show_alert: bool = False
+    duplicate: bool = False  # this update was handled before (a redelivery): nothing done

@@ -376,7 +376,9 @@ class FakeBotApi:
     """An in-process Telegram: Bot API over HTTP on one side, scripted users on the other."""
 
     def __init__(self, token: str = "123456:TEST", bot_username: str = "whistle_test_bot",
-                 bot_name: str = "Whistle") -> None:
+                 bot_name: str = "Whistle", first_update_id: int = 1) -> None:
+        """``first_update_id``: like Telegram's, update ids only grow; a server started
+        again over an old database must not reuse ids the bot recorded as handled."""
         self.token = token
         self.bot_user: dict[str, Any] = {
             "id": int(token.split(":", 1)[0]), "is_bot": True,
@@ -410,7 +412,7 @@ class FakeBotApi:
         self._faults: dict[str, deque[_ApiError]] = {}
 
         self._queued: list[tuple[int, dict]] = []  # (update id, update), unconfirmed
-        self._last_update_id = 0
+        self._last_update_id = first_update_id - 1
         self._delivered_upto = 0
         self._allowed_updates: frozenset[str] | None = None
         self._poll_generation = 0

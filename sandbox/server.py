@@ -40,6 +40,7 @@ import logging
 import math
 import shutil
 import struct
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
@@ -177,7 +178,9 @@ class Sandbox:
         default_db, self.media_dir = sandbox_paths(config)
         self.database = Path(database) if database is not None else default_db
         self.fresh = fresh
-        self.api = FakeBotApi(SANDBOX_TOKEN, bot_username=BOT_USERNAME, bot_name=BOT_NAME)
+        # update ids grow across restarts (the database remembers which ones were handled)
+        self.api = FakeBotApi(SANDBOX_TOKEN, bot_username=BOT_USERNAME, bot_name=BOT_NAME,
+                              first_update_id=int(time.time() * 10) % 2**31)
         self.spec: OrgSpec = load_org_file(config.org_file)
         self.unit_names: dict[str, str] = {}
         self.unit_names_en: dict[str, str] = {}

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from models.context import Core
 from models.db import Database
 from models.digest import send_digests
+from models import inbox
 from models.privacy import expired_photos
 from models.sweep import SweepResult, sweep
 from models.tables import JobRun
@@ -63,7 +64,10 @@ async def run_digest(db: Database, core: Core, now: datetime) -> int | None:
 async def run_retention(db: Database, core: Core, now: datetime) -> int | None:
     """Delete photos of tickets closed longer ago than the retention period, once a day.
     Rows go in the transaction; files after it committed."""
-    paths = await once_a_day(db, core, "retention", now, lambda s: expired_photos(s, core, now))
+    async def retain(session):
+        await inbox.prune(session, now)
+        return await expired_photos(session, core, now)
+    paths = await once_a_day(db, core, "retention", now, retain)
     if paths is None:
         return None
     for path in paths:

@@ -481,3 +481,24 @@ async def test_stop_while_sending(whistle, api, people):
         f"Whistle.stop() {'hung' if hung else 'returned'}; {len(in_flight)} sends were still running, and "
         f"{len(delivered_but_pending)} messages Telegram accepted were left pending "
         f"(they would be sent again after a restart): {delivered_but_pending[:3]}")
+
+
+async def test_a_redelivered_update_is_handled_once(whistle, api, people):
+    """The same update twice (a webhook retried, a second process): the inbox row written
+    with the first one's effects makes the second do nothing."""
+    from models.inputs import Input, Sender
+    people(9001, "Li")  # the private chat exists on the fake server
+    start = Input(sender=Sender("telegram", "9001", "Li"), chat=Target("telegram", "9001"),
+                  private=True, kind="command", command="start", text="/start",
+                  dedupe_key="123456:777")
+    first = await whistle.handle(start)
+    await api.wait_message(9001)
+    await api.wait_idle()
+    answered = len(api.bot_messages(9001))
+    again = await whistle.handle(start)
+    assert (first.duplicate, again.duplicate) == (False, True)
+    await api.wait_idle()
+    assert len(api.bot_messages(9001)) == answered
+    other = Input(sender=start.sender, chat=start.chat, private=True, kind="command",
+                  command="start", text="/start", dedupe_key="123456:778")
+    assert (await whistle.handle(other)).duplicate is False

@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 async def on_callback(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     whistle = context.bot_data["whistle"]
     query = update.callback_query
-    inp = callback_input(update)
+    inp = callback_input(update, context.bot.id)
     if inp is None:
         reply_text, show_alert = whistle.stale_text(query.from_user.language_code), False
     else:

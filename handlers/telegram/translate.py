@@ -32,7 +32,7 @@ async def message_input(update: Update, context: ContextTypes.DEFAULT_TYPE,
     if message is None or message.from_user is None or message.from_user.is_bot:
         return None
     base = dict(sender=sender_of(message.from_user), chat=Target(CHANNEL, str(message.chat_id)),
-                private=is_private(message),
+                private=is_private(message), dedupe_key=update_key(update, context.bot.id),
                 reply_to_bot=bool(message.reply_to_message and message.reply_to_message.from_user
                                   and message.reply_to_message.from_user.id == context.bot.id))
     if message.text is not None:
@@ -82,7 +82,13 @@ async def _download(context, message: Message, limit: int) -> PhotoIn:
     return PhotoIn(data=data, size=len(data), channel_file_id=file_id if message.photo else None)
 
 
-def callback_input(update: Update) -> Input | None:
+def update_key(update: Update, bot_id: int) -> str:
+    """Which update this is, for the inbox: a redelivered update (a webhook retried,
+    a second process) carries the same key and is handled once."""
+    return f"{bot_id}:{update.update_id}"
+
+
+def callback_input(update: Update, bot_id: int) -> Input | None:
     query = update.callback_query
     if query is None or query.message is None or not query.data:
         return None
@@ -90,4 +96,4 @@ def callback_input(update: Update) -> Input | None:
     chat = query.message.chat
     return Input(kind="button", sender=sender_of(query.from_user),
                  chat=Target(CHANNEL, str(chat.id)), private=chat.type == "private",
-                 action=action, arg=arg)
+                 action=action, arg=arg, dedupe_key=update_key(update, bot_id))

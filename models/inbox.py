@@ -1,0 +1,31 @@
+"""The inbox: which updates have been handled. A row is written in the transaction of
+the update's effects, so a redelivered update (a webhook retried, WeCom's three
+retries, a second process) finds it and does nothing."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from .tables import Inbox
+
+KEEP = timedelta(days=7)  # redeliveries come within minutes; a week is plenty
+
+
+async def first_delivery(session: AsyncSession, channel: str, key: str, now: datetime) -> bool:
+    """Record the update; False when it was recorded before. On PostgreSQL a second
+    process inserting the same key waits for the first transaction and then sees it."""
+    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+    result = await session.execute(
+        insert(Inbox).values(channel=channel, key=key[:128], received_at=now)
+        .on_conflict_do_nothing(index_elements=["channel", "key"]))
+    return result.rowcount == 1
+
+
+async def prune(session: AsyncSession, now: datetime) -> int:
+    """Forget updates old enough never to be redelivered."""
+    result = await session.execute(delete(Inbox).where(Inbox.received_at < now - KEEP))
+    return result.rowcount
