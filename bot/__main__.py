@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import signal
 import sys
 from pathlib import Path
 
 from bot.config import ConfigError, load_config
+from bot.observability import configure_logging
 
 NO_TOKEN = """\
 No Telegram bot token is configured, so Whistle cannot connect to Telegram.
@@ -37,15 +37,25 @@ def main(argv: list[str] | None = None) -> int:
     db.add_parser("upgrade", help="apply Alembic migrations")
     org = sub.add_parser("org", help="org structure").add_subparsers(dest="org_command", required=True)
     org.add_parser("import", help="import the org file named in the config")
+    apikey = sub.add_parser("apikey", help="Open311 API keys").add_subparsers(
+        dest="apikey_command", required=True)
+    apikey.add_parser("add", help="create a key for a client (printed once)").add_argument("name")
+    apikey.add_parser("list", help="list the keys (names and dates, never the keys)")
+    apikey.add_parser("revoke", help="revoke a client's key").add_argument("name")
+    report = sub.add_parser("report", help="write a period's report (workbook, charts, summary)")
+    report.add_argument("--month", help="2026-11 (default: last month), or 2026-Q4, 2026-H2, 2026")
+    report.add_argument("--scope", help="unit code (default: the district)")
+    report.add_argument("--out", type=Path, default=Path("."), help="folder to write into")
+    report.add_argument("--lang", choices=["zh_Hans", "en"], help="language of the texts")
+    from dashboard.cli import add_parser as add_user_parser, run as user_cli
+    add_user_parser(sub)  # user add|list|disable: dashboard logins
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         config = load_config(Path(args.config))
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
+    configure_logging(config.logging, verbose=args.verbose)  # structlog: JSON lines or console
     if args.command == "check-config":
         print(f"config file {args.config} is valid")
         return 0
@@ -54,11 +64,19 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(upgrade(config.database.url))
         print("database is up to date")
         return 0
+    if args.command == "apikey":
+        from bot.open311.keys import cli as apikey_cli
+        return asyncio.run(apikey_cli(config, args.apikey_command, getattr(args, "name", None)))
+    if args.command == "user":
+        return asyncio.run(user_cli(config, args))
     if args.command == "org":
         from bot.app import Whistle
         asyncio.run(_prepare(Whistle(config)))
         print(f"imported {config.org_file}")
         return 0
+    if args.command == "report":
+        from reports.cli import run as report
+        return asyncio.run(report(config, args.month, args.scope, args.out, args.lang))
     if args.sandbox or not config.telegram.token:
         if not config.telegram.token:
             print("Note: " + NO_TOKEN, file=sys.stderr)

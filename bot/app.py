@@ -13,10 +13,12 @@ from telegram.ext import Application, ApplicationBuilder
 from telegram.request import HTTPXRequest
 
 from bot.config import Config
+from bot import webhook
 from bot.migrate import upgrade
+from bot.observability import Metrics
 from bot.sender import Sender
 from bot.telegram_channel import TelegramChannel
-from bot.updates import PerChatUpdateProcessor
+from bot.updates import PerChatUpdateProcessor, TolerantUpdatesRequest
 from bot.web import WebServer, WhistleRef, build_app
 from handlers.telegram import register
 from models import inbound
@@ -34,6 +36,7 @@ from scheduler.jobs import claim_run
 from scheduler.runner import Scheduler
 
 log = logging.getLogger(__name__)
+ALLOWED_UPDATES = ["message", "callback_query"]
 
 
 class Whistle:
@@ -56,6 +59,8 @@ class Whistle:
         self.web_ref = web_ref if web_ref is not None else WhistleRef()
         self.web: WebServer | None = None
         self._own_web = web_ref is None
+        self.metrics = Metrics()
+        self.wecom = None  # the WeCom channel (bot/wecom/service.py) when [wecom] enabled
 
     async def prepare(self) -> None:
         """Migrate the schema, import the org file if it changed, build the router."""
@@ -83,13 +88,12 @@ class Whistle:
         builder = (ApplicationBuilder().token(tg.token).base_url(tg.base_url)
                    .base_file_url(tg.base_file_url)
                    .concurrent_updates(PerChatUpdateProcessor()))
-        if tg.base_url.startswith("http://"):
-            # a local Bot API server (or the sandbox) over plain HTTP: no TLS, so no CA bundle
-            builder = (builder.request(HTTPXRequest(httpx_kwargs={"verify": False}))
-                       .get_updates_request(HTTPXRequest(httpx_kwargs={"verify": False},
-                                                         read_timeout=tg.poll_timeout + 10)))
-        else:
-            builder = builder.get_updates_read_timeout(tg.poll_timeout + 10)
+        # a local Bot API server (or the sandbox) over plain HTTP: no TLS, so no CA bundle
+        plain = {"httpx_kwargs": {"verify": False}} if tg.base_url.startswith("http://") else {}
+        if plain:
+            builder = builder.request(HTTPXRequest(**plain))
+        builder = builder.get_updates_request(
+            TolerantUpdatesRequest(read_timeout=tg.poll_timeout + 10, **plain))
         application = builder.build()
         application.bot_data["whistle"] = self
         register(application)
@@ -99,22 +103,33 @@ class Whistle:
         await self.prepare()
         self.application = self.build_telegram()
         channel = TelegramChannel(self.application.bot, self.db, self.media, self.core.now)
-        self.sender = Sender(self.db, {channel.name: channel}, self.config.sender, self.core.now)
+        channels = {channel.name: channel}
+        if self.config.wecom.enabled:  # WeCom runs beside Telegram (docs/wecom.md)
+            from bot.wecom.service import WecomService
+            self.wecom = WecomService(self)
+            await self.wecom.start()
+            channels.update({c.name: c for c in self.wecom.channels})
+            self.core.channels = self.core.channels | {"wecom"}
+        self.sender = Sender(self.db, channels, self.config.sender, self.core.now,
+                             core=self.core)
         self.db.on_commit(self.sender.wake)
         await self.application.initialize()
         await self.application.start()
-        await self.application.updater.start_polling(
-            poll_interval=0, timeout=self.config.telegram.poll_timeout,
-            allowed_updates=["message", "callback_query"])
+        if self.config.telegram.mode == "polling":
+            await self.application.updater.start_polling(
+                poll_interval=0, timeout=self.config.telegram.poll_timeout,
+                allowed_updates=ALLOWED_UPDATES)
         self.sender.start()
         if self.config.schedule.enabled:
-            self.scheduler = Scheduler(self.db, self.core)
+            self.scheduler = Scheduler(self.db, self.core, on_sweep=self.metrics.observe_sweep)
             self.scheduler.start()
         self.web_ref.whistle = self
         if self._own_web and self.config.web.enabled:
             self.web = WebServer(build_app(self.web_ref, self.config),
                                  self.config.web.host, self.config.web.port)
             await self.web.start()
+        if self.config.telegram.mode == "webhook":  # updates now arrive on our web server
+            await webhook.register(self.application.bot, self.config.telegram, ALLOWED_UPDATES)
         log.info("Whistle is running as @%s", self.application.bot.username)
 
     async def stop(self) -> None:
@@ -125,6 +140,8 @@ class Whistle:
             await self.web.stop()
             self.web = None
         self.web_ref.whistle = None
+        if self.wecom is not None:
+            await self.wecom.drain()  # callbacks being handled finish and queue their answers
         if self.scheduler is not None:
             self.scheduler.stop()
         if self.application is not None:
@@ -136,12 +153,26 @@ class Whistle:
             await self.sender.stop()
         if self.application is not None:
             await self.application.shutdown()
+        if self.wecom is not None:
+            await self.wecom.close()
+            self.wecom = None
         await self.db.dispose()
 
     async def handle(self, inp: Input) -> Reply:
         if inp.photo is not None and inp.photo.data is not None and not inp.photo.cleaned:
             inp = replace(inp, photo=await self._clean(inp.photo))
-        return await self.db.run(lambda session: inbound.handle(session, self.core, inp))
+        try:
+            reply = await self.db.run(lambda session: inbound.handle(session, self.core, inp))
+        except Exception:
+            self.metrics.update_handled(inp.sender.channel, None)
+            raise
+        self.metrics.update_handled(inp.sender.channel, reply)
+        if reply.after is not None:
+            try:
+                await reply.after(self.db)
+            except Exception:  # the update itself was handled; its slow follow-up failed
+                log.exception("follow-up of %s %r failed", inp.kind, inp.command or inp.action)
+        return reply
 
     async def _clean(self, photo: PhotoIn) -> PhotoIn:
         """Re-encode in a worker thread, before the transaction: on SQLite the write lock

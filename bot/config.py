@@ -43,6 +43,19 @@ class TelegramConfig(Strict):
     webhook_path: str = "/telegram/webhook"
     secret_token: str = Field("", pattern=r"^[A-Za-z0-9_-]{0,256}$")
 
+    @model_validator(mode="after")
+    def _webhook_needs_url_and_secret(self) -> "TelegramConfig":
+        """Without a secret anyone who finds the URL could post forged updates."""
+        if self.mode == "webhook":
+            if not self.webhook_url.startswith(("https://", "http://")):
+                raise ValueError("webhook mode needs webhook_url (the public https URL)")
+            if not self.secret_token:
+                raise ValueError("webhook mode needs secret_token "
+                                 "(or WHISTLE_TELEGRAM_SECRET_TOKEN)")
+            if not self.webhook_path.startswith("/"):
+                raise ValueError("webhook_path must start with /")
+        return self
+
 
 class WebConfig(Strict):
     """The bot's own aiohttp server: dashboard, Open311, WeCom callback, webhook, health."""
@@ -68,23 +81,46 @@ class WecomConfig(Strict):
     member_per_minute: int = Field(30, ge=1)  # WeCom: app messages a member may receive
     digest_webhooks: dict[str, str] = {}  # unit code → group robot webhook URL
 
+    @model_validator(mode="after")
+    def _complete_when_enabled(self) -> "WecomConfig":
+        """An enabled app needs all its credentials; the key is checked before the first callback."""
+        if not self.enabled:
+            return self
+        missing = [k for k in ("corp_id", "secret", "token", "encoding_aes_key")
+                   if not getattr(self, k)]
+        if missing or not self.agent_id:
+            raise ValueError("enabled WeCom app needs " + ", ".join(missing + (
+                [] if self.agent_id else ["agent_id"])))
+        if len(self.encoding_aes_key) != 43:
+            raise ValueError("encoding_aes_key must be the 43 characters WeCom shows")
+        if not self.callback_path.startswith("/"):
+            raise ValueError("callback_path must start with /")
+        return self
+
 
 class DashboardConfig(Strict):
+    """The command-centre dashboard (docs/dashboard.md)."""
+
     enabled: bool = True
-    path: str = "/dashboard"
+    path: str = Field("/dashboard", pattern=r"^/[A-Za-z0-9_/-]*[A-Za-z0-9_-]$")
     session_hours: float = Field(12, gt=0)
     secure_cookies: bool = True  # set False only for plain-http local testing
     max_failed_logins: int = Field(5, ge=1)
     lockout_minutes: float = Field(15, gt=0)
+    max_failed_logins_per_ip: int = Field(20, ge=1)  # per lockout window, any user names
+    page_size: int = Field(25, ge=5, le=200)  # tickets per page of the list
+    live_seconds: float = Field(5, ge=0.2)  # how often the overview refreshes itself
 
 
 class Open311Config(Strict):
+    """Open311 GeoReport v2 (docs/open311.md); keys: ``python -m bot apikey add NAME``."""
+
     enabled: bool = True
-    path: str = "/open311/v2"
-    jurisdiction_id: str = ""
-    max_description: int = Field(4000, ge=10)
-    default_days: int = Field(90, ge=1)
-    max_results: int = Field(1000, ge=1)
+    path: str = Field("/open311/v2", pattern=r"^/[A-Za-z0-9_./-]*[A-Za-z0-9_-]$")
+    jurisdiction_id: str = Field("", max_length=200)  # when set, a different one is refused
+    max_description: int = Field(4000, ge=10, le=100_000)
+    default_days: int = Field(90, ge=1)  # GET requests: the default and the longest range
+    max_results: int = Field(1000, ge=1, le=10_000)
 
 
 class ReportConfig(Strict):
@@ -92,8 +128,24 @@ class ReportConfig(Strict):
 
     basic_weight: float = Field(0.9, ge=0, le=1)  # 基本满意 counts this much of 满意
     weights: dict[str, float] = {"response": 0.1, "resolution": 0.5, "satisfaction": 0.4}
+    department_weights: dict[str, float] = {"rating": 0.6, "on_time": 0.4}
+    worker_weights: dict[str, float] = {"response": 0.2, "resolution": 0.4, "satisfaction": 0.4}
     monthly_day: int = Field(1, ge=1, le=28)
     monthly_time: time = time(9, 0)
+
+    @model_validator(mode="after")
+    def _known_weights(self) -> "ReportConfig":
+        for name, allowed in (("weights", {"response", "resolution", "satisfaction"}),
+                              ("department_weights", {"rating", "on_time"}),
+                              ("worker_weights", {"response", "resolution", "satisfaction"})):
+            weights = getattr(self, name)
+            unknown = sorted(set(weights) - allowed)
+            if unknown:
+                raise ValueError(f"{name}: unknown key {', '.join(unknown)} (allowed: "
+                                 f"{', '.join(sorted(allowed))})")
+            if any(w < 0 for w in weights.values()) or not sum(weights.values()) > 0:
+                raise ValueError(f"{name}: weights must be at least 0 and not all 0")
+        return self
 
 
 class LimitsConfig(Strict):
@@ -101,6 +153,14 @@ class LimitsConfig(Strict):
 
     reports_per_hour: int = Field(5, ge=1)
     messages_per_minute: int = Field(30, ge=1)
+
+
+class LoggingConfig(Strict):
+    """Log lines: "json" (one object a line, for collectors), "console" (for people), or
+    "auto": console on a terminal, JSON otherwise."""
+
+    format: Literal["auto", "json", "console"] = "auto"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
 class DatabaseConfig(Strict):
@@ -124,6 +184,11 @@ class SenderConfig(Strict):
     group_per_minute: float = Field(20, gt=0)
     group_burst: int = Field(10, ge=1)
     max_attempts: int = Field(8, ge=1)
+    # Budgets are shared by every process through the database: a chat may get ``burst``
+    # messages in any ``burst / rate`` seconds, the bot ``per_second`` in any second.
+    margin: float = Field(0.02, ge=0, le=5)  # seconds added to each window (clock granularity)
+    lease_seconds: float = Field(60, ge=5)  # a process delivers a chat's head this long at most
+    alert_minutes: float = Field(60, gt=0)  # at most one failure alert per chat this often
 
 
 class Timers(Strict):
@@ -216,6 +281,7 @@ class Config(Strict):
     open311: Open311Config = Open311Config()
     report: ReportConfig = ReportConfig()
     limits: LimitsConfig = LimitsConfig()
+    logging: LoggingConfig = LoggingConfig()
     categories: list[Category] = Field(min_length=1)
 
     @field_validator("timezone")
@@ -233,6 +299,12 @@ class Config(Strict):
         duplicates = sorted({c for c in codes if codes.count(c) > 1})
         if duplicates:
             raise ValueError(f"duplicate category codes: {', '.join(duplicates)}")
+        return self
+
+    @model_validator(mode="after")
+    def _webhook_needs_web_server(self) -> "Config":
+        if self.telegram.mode == "webhook" and not self.web.enabled:
+            raise ValueError("telegram.mode = \"webhook\" needs the web server ([web] enabled)")
         return self
 
     @property

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
+import httpx
 from sqlalchemy import select, update
 from telegram import (
     Bot, ForceReply, InlineKeyboardButton, InlineKeyboardMarkup, InputMediaPhoto, KeyboardButton,
@@ -75,6 +76,19 @@ class TelegramChannel:
     def is_group(self, chat_id: str) -> bool:
         return chat_id.startswith("-")
 
+    def cost(self, message: OutMessage) -> int:
+        """Bot API calls this message may take (each counts against Telegram's limits):
+        an album per 10 photos counted per photo, every part of a long text, and a
+        failed edit's fallback to a new message."""
+        if message.photos:
+            return len(message.photos)
+        if getattr(message, "pictures", None):
+            return len(message.pictures)
+        if message.location or getattr(message, "document", None):
+            return 1
+        parts = 1 if message.ref else len(split(message.text))
+        return parts + (1 if message.edit and message.ref else 0)
+
     async def deliver(self, row: Outbox, message: OutMessage) -> None:
         try:
             await self._deliver(row.chat_id, message)
@@ -84,18 +98,29 @@ class TelegramChannel:
             await self._migrate(row.chat_id, str(exc.new_chat_id))
             raise Retry(f"chat migrated to {exc.new_chat_id}", after=0) from exc
         except Forbidden as exc:
+            if self.is_group(row.chat_id):
+                raise Permanent(f"forbidden: {exc.message}") from exc
             await self._blocked(row.chat_id)
-            raise Permanent(f"forbidden: {exc.message}") from exc
+            raise Permanent(f"forbidden: {exc.message}", alert=False) from exc
         except TimedOut as exc:
-            raise Retry(f"timed out: {exc}", uncertain=True) from exc
+            raise Retry(f"timed out: {exc}", uncertain=not _never_sent(exc)) from exc
         except BadRequest as exc:
             raise Permanent(f"bad request: {exc.message}") from exc
         except NetworkError as exc:
-            raise Retry(f"network: {exc}") from exc
+            # no cause: Telegram answered with a 5xx, so it did not take the message
+            raise Retry(f"network: {exc}", uncertain=exc.__cause__ is not None
+                        and not _never_sent(exc)) from exc
 
     async def _deliver(self, chat_id: str, message: OutMessage) -> None:
         if message.photos:
             await self._send_photos(chat_id, message.photos)
+            return
+        if message.pictures:
+            await self._send_pictures(chat_id, message.pictures)
+            return
+        if message.document:
+            await self.bot.send_document(chat_id, self.media.read(message.document),
+                                         filename=message.filename or "document")
             return
         if message.location:
             await self.bot.send_location(chat_id, latitude=message.location[0],
@@ -145,6 +170,16 @@ class TelegramChannel:
                                           .values(telegram_file_id=file_id))
             await self.db.run(store)
 
+    async def _send_pictures(self, chat_id: str, paths: list[str]) -> None:
+        """Generated images (charts): uploaded from our disk, as one album when several."""
+        items = [self.media.read(path) for path in paths]
+        for start in range(0, len(items), 10):
+            chunk = items[start:start + 10]
+            if len(chunk) == 1:
+                await self.bot.send_photo(chat_id, chunk[0])
+            else:
+                await self.bot.send_media_group(chat_id, [InputMediaPhoto(i) for i in chunk])
+
     async def _ref_message_id(self, ref: str, chat_id: str) -> str | None:
         return await self.db.run(lambda s: s.scalar(select(MessageRef.message_id).where(
             MessageRef.ref == ref, MessageRef.channel == self.name, MessageRef.chat_id == chat_id)))
@@ -171,16 +206,28 @@ class TelegramChannel:
         await self.db.run(move)
 
     async def _blocked(self, chat_id: str) -> None:
-        """A resident blocked the bot: stop writing to them until they write again."""
+        """A resident blocked the bot: stop writing to them until they write again —
+        nothing more is queued for them, and what is queued is dropped as failed."""
+        log.info("telegram user %s blocked the bot", chat_id)
+
         async def mark(session):
             await session.execute(update(Identity).where(
                 Identity.channel == self.name, Identity.external_id == chat_id).values(blocked=True))
+            await session.execute(update(Outbox).where(  # leased ones are this run's
+                Outbox.channel == self.name, Outbox.chat_id == chat_id, Outbox.state == "pending")
+                .values(state="failed", error="forbidden: blocked by the user"))
         await self.db.run(mark)
 
 
 async def _media_rows(session, media_ids: list[int]) -> list[Media]:
     rows = {m.id: m for m in await session.scalars(select(Media).where(Media.id.in_(media_ids)))}
     return [rows[i] for i in media_ids if i in rows]
+
+
+def _never_sent(exc: Exception) -> bool:
+    """The connection was never made (or no connection was free): Telegram cannot have
+    the message, so sending again makes no duplicate."""
+    return isinstance(exc.__cause__, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
 
 
 def _seconds(value) -> float:

@@ -1,31 +1,47 @@
-"""Updates of one chat are handled in order; different chats run side by side,
-so a flood in one chat never holds up the others."""
+"""Updates of one chat are handled in order; different chats run side by side, so a
+flood in one chat never holds up the others.
+
+An update first waits for its chat's turn (a FIFO lock per chat), and only then for
+one of the ``max_concurrent_updates`` slots. PTB's own order (slot first) would let
+the queued-up updates of one flooding chat take every slot while they wait for each
+other, and every other chat would wait behind the whole flood."""
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 from collections.abc import Awaitable
 
 from telegram import Update
 from telegram.ext import BaseUpdateProcessor
+from telegram.request import BaseRequest, HTTPXRequest
+
+DEFAULT_NONE = BaseRequest.DEFAULT_NONE
+
+log = logging.getLogger(__name__)
 
 
 class PerChatUpdateProcessor(BaseUpdateProcessor):
     def __init__(self, max_concurrent_updates: int = 64):
         super().__init__(max_concurrent_updates)
+        self._slots = asyncio.Semaphore(max_concurrent_updates)
         self._locks: dict[object, asyncio.Lock] = {}
         self._users: dict[object, int] = {}
 
-    async def do_process_update(self, update: object, coroutine: Awaitable) -> None:
+    async def process_update(self, update: object, coroutine: Awaitable) -> None:
         key = _chat_key(update)
         lock = self._locks.setdefault(key, asyncio.Lock())
         self._users[key] = self._users.get(key, 0) + 1
         try:
-            async with lock:
-                await coroutine
+            async with lock, self._slots:
+                await self.do_process_update(update, coroutine)
         finally:
             self._users[key] -= 1
             if not self._users[key]:
                 del self._users[key], self._locks[key]
+
+    async def do_process_update(self, update: object, coroutine: Awaitable) -> None:
+        await coroutine
 
     async def initialize(self) -> None:
         pass
@@ -38,3 +54,44 @@ def _chat_key(update: object) -> object:
     if isinstance(update, Update) and update.effective_chat is not None:
         return update.effective_chat.id
     return None
+
+
+class TolerantUpdatesRequest(HTTPXRequest):
+    """The getUpdates connection, made tolerant of one update python-telegram-bot cannot
+    parse: PTB parses a batch all at once, so one bad update (a field shape it does not
+    know) would fail every getUpdates and stop the bot for good. Such an update is kept
+    as its bare ``update_id`` — no handler matches it, and the offset moves past it."""
+
+    async def do_request(self, url: str, method: str, request_data=None, read_timeout=DEFAULT_NONE,
+                         write_timeout=DEFAULT_NONE, connect_timeout=DEFAULT_NONE,
+                         pool_timeout=DEFAULT_NONE) -> tuple[int, bytes]:
+        code, payload = await super().do_request(
+            url, method, request_data=request_data, read_timeout=read_timeout,
+            write_timeout=write_timeout, connect_timeout=connect_timeout,
+            pool_timeout=pool_timeout)
+        if code != 200:
+            return code, payload
+        try:
+            body = json.loads(payload)
+        except ValueError:
+            return code, payload  # PTB reports the bad answer itself
+        updates = body.get("result") if isinstance(body, dict) else None
+        if not isinstance(updates, list):
+            return code, payload
+        kept = [_parseable(raw) for raw in updates]
+        if kept == updates:
+            return code, payload
+        return code, json.dumps({**body, "result": [u for u in kept if u is not None]}).encode()
+
+
+def _parseable(raw: object) -> dict | None:
+    """The update as is when PTB can parse it; else only its id (or None without one)."""
+    try:
+        Update.de_json(raw, None)
+        return raw
+    except Exception as exc:  # any parse failure: PTB raises many kinds
+        update_id = raw.get("update_id") if isinstance(raw, dict) else None
+        log.warning("update %r could not be parsed and is skipped: %s", update_id, exc)
+        if isinstance(update_id, int) and not isinstance(update_id, bool):
+            return {"update_id": update_id}
+        return None

@@ -56,6 +56,19 @@ def _faces(config) -> list[RouteAdder]:
     dependencies load only when it is used."""
     faces: list[RouteAdder] = []
     # Faces register themselves below, one line each.
+    from bot import observability, webhook
+    faces.append(observability.add_routes)  # /healthz, /metrics
+    if config.telegram.mode == "webhook":
+        faces.append(webhook.routes(config))  # POST [telegram] webhook_path
+    if config.open311.enabled:
+        from bot import open311
+        faces.append(open311.face(config))  # GeoReport v2 under [open311] path
+    if config.dashboard.enabled:
+        from dashboard import face as dashboard_face
+        faces.append(dashboard_face(config))  # the command centre under [dashboard] path
+    if config.wecom.enabled:
+        from bot.wecom import callback as wecom_callback
+        faces.append(wecom_callback.face(config))  # WeCom callback at [wecom] callback_path
     return faces
 
 

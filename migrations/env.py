@@ -14,6 +14,10 @@ def do_run_migrations(connection) -> None:
     context.configure(connection=connection, target_metadata=target_metadata,
                       render_as_batch=connection.dialect.name == "sqlite", compare_type=True)
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            # several processes starting at once: one migrates, the others wait here and
+            # then find the schema up to date (the lock ends with the transaction)
+            connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7781234501)")
         context.run_migrations()
 
 

@@ -14,6 +14,7 @@ from .board import paginate
 from .context import Core
 from .lifecycle import OPEN
 from .messages import OutMessage, Target, enqueue
+from .periods import month_of
 from .rates import percent, three_rates
 from .scope import ticket_filter
 from .tables import ChatBinding, Person, Ticket, TicketEvent, Timer, Unit, Vote
@@ -22,8 +23,9 @@ EVENT_KINDS = ("created", "claimed", "resolved", "reopened", "escalated", "whist
 
 
 def month_start(core: Core, now: datetime) -> datetime:
-    local = core.local(now)
-    return local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    """The running month's first local midnight (the digest's rates cover the month so far,
+    with the report's definitions: ``models/rates.py``)."""
+    return month_of(now, core.config.tz).start
 
 
 async def digest_text(session: AsyncSession, core: Core, unit: Unit, now: datetime) -> list[str]:
@@ -44,7 +46,8 @@ async def digest_text(session: AsyncSession, core: Core, unit: Unit, now: dateti
         .where(scope, Ticket.state.in_([s.value for s in OPEN]), Timer.stage == "breached",
                Timer.kind != "vote")
         .group_by(Ticket.id, Ticket.number, Ticket.assignee_id).order_by(func.min(Timer.due_at)))).all()
-    rates = await three_rates(session, scope, month_start(core, now), now)
+    rates = await three_rates(session, scope, month_start(core, now), now,
+                              core.config.report.basic_weight)
     header = "\n".join([
         t._("📰 Daily digest — {unit} — {day}", unit=org.display_name(unit, t.locale),
             day=core.local(now).strftime("%Y-%m-%d")),
@@ -71,10 +74,18 @@ async def digest_text(session: AsyncSession, core: Core, unit: Unit, now: dateti
 
 async def send_digests(session: AsyncSession, core: Core, now: datetime) -> int:
     """Queue every bound chat's digest; returns the number of chats."""
-    bindings = list(await session.scalars(select(ChatBinding).order_by(ChatBinding.id)))
-    for binding in bindings:
-        unit = await session.get(Unit, binding.unit_id)
+    # WeCom "chats" are a unit's members one by one (bot/wecom/channel.py): a group's
+    # digest goes to the unit's WeCom group robot instead, when one is configured
+    bindings = list(await session.scalars(select(ChatBinding).where(
+        ChatBinding.channel != "wecom").order_by(ChatBinding.id)))
+    targets = [(b.unit_id, Target(b.channel, b.chat_id)) for b in bindings]
+    if "wecom" in core.channels:
+        for code in core.config.wecom.digest_webhooks:
+            unit = await org.unit_by_code(session, code)
+            if unit is not None:
+                targets.append((unit.id, Target("wecom_robot", code)))
+    for unit_id, target in targets:
+        unit = await session.get(Unit, unit_id)
         for page in await digest_text(session, core, unit, now):
-            enqueue(session, Target(binding.channel, binding.chat_id), OutMessage(text=page),
-                    core.now())
-    return len(bindings)
+            enqueue(session, target, OutMessage(text=page), core.now())
+    return len(targets)

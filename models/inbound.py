@@ -8,11 +8,12 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import desk, follow, org, people, privacy, tickets, votes, whistle
+from . import bans, desk, follow, limits, org, people, privacy, report_commands, tickets, votes, whistle
 from .cards import REPORT_BUTTON, category_name, main_keyboard, timeline_text, unit_name
 from .context import Core
 from .dialogue import DIALOGUE_ACTIONS, load, open_intake, store_photo
 from .photos import PhotoError
+from .scrub import scrub
 from .i18n import LOCALES, Translator
 from .inbox import first_delivery
 from .inputs import Input, Reply, parse_id
@@ -77,11 +78,19 @@ LANGUAGE_NAMES = {"zh_Hans": "简体中文", "en": "English"}
 
 
 async def handle(session: AsyncSession, core: Core, inp: Input) -> Reply:
+    inp = scrub(inp)  # lone surrogates and NULs from odd clients never reach a row
     if inp.dedupe_key is not None and not await first_delivery(
             session, inp.sender.channel, inp.dedupe_key, core.now()):
         return Reply(duplicate=True)
     person, identity = await people.resolve(session, inp.sender, core.now())
     t = core.i18n.get(core.i18n.pick(person.locale, identity.language_code))
+    over, warning = await limits.too_fast(session, core, person, t)
+    if over:  # nothing else happens; the first time in the minute they are told why
+        if warning and inp.kind == "button":
+            return Reply(alert=warning, show_alert=True)
+        if warning and inp.private:
+            say(session, core, inp, warning)
+        return Reply()
     if inp.kind == "command":
         return await on_command(session, core, person, t, inp)
     if inp.kind == "button":
@@ -97,6 +106,9 @@ async def handle(session: AsyncSession, core: Core, inp: Input) -> Reply:
         return Reply()  # group chatter that is not an answer to us
     intake = await open_intake(session, core, person, t, inp)
     if inp.kind == "text" and (inp.text or "").strip() in core.i18n.labels(REPORT_BUTTON):
+        if refusal := await limits.report_refusal(session, core, person, t):
+            say(session, core, inp, refusal)
+            return Reply()
         await intake.begin()
     elif inp.kind == "text" and (inp.text or "").strip() in core.i18n.labels(MY_BUTTON):
         await list_mine(session, core, person, t, inp)
@@ -114,6 +126,9 @@ async def on_command(session: AsyncSession, core: Core, person: Person, t: Trans
     command = inp.command
     if command == "bind":
         return await bind_menu(session, core, person, t, inp)
+    if command in ("ban", "unban"):
+        await bans.command(session, core, person, t, inp)
+        return Reply()
     if not inp.private:
         if command == "cancel":
             await cancel(session, core, person, t, inp)
@@ -121,12 +136,17 @@ async def on_command(session: AsyncSession, core: Core, person: Person, t: Trans
             say(session, core, inp, core.i18n.get(None)._(
                 "I post this unit's tickets here. Press the buttons on a ticket to claim and "
                 "handle it. An administrator binds this chat to a unit with /bind."))
+        elif command in ("stats", "report"):
+            return Reply(after=await report_commands.on_group_command(session, core, inp))
         return Reply()
     if command in ("start", "report"):
         if command == "start":
             say(session, core, inp, t._("Welcome to Whistle. Report a problem in your "
                                         "neighbourhood and follow it until it is fixed."),
                 keyboard=main_keyboard(t))
+        if refusal := await limits.report_refusal(session, core, person, t):
+            say(session, core, inp, refusal)
+            return Reply()
         intake = await open_intake(session, core, person, t, inp)
         await intake.begin()
     elif command == "cancel":
@@ -176,6 +196,9 @@ async def on_button(session: AsyncSession, core: Core, person: Person, t: Transl
     if inp.action in DIALOGUE_ACTIONS:
         if not inp.private:
             return stale
+        if inp.action in ("cf", "mt") and (  # filing, or joining a report as "me too"
+                refusal := await limits.report_refusal(session, core, person, t)):
+            return Reply(alert=refusal, show_alert=True)
         intake = await open_intake(session, core, person, t, inp)
         return await intake.on_button(inp)
     if inp.action in desk.STAFF_ACTIONS:

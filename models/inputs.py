@@ -1,7 +1,9 @@
 """Neutral inputs: what a person sent, stripped of the channel's types."""
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from .messages import Target
 
@@ -64,3 +66,6 @@ class Reply:
     alert: str | None = None
     show_alert: bool = False
     duplicate: bool = False  # this update was handled before (a redelivery): nothing done
+    # slow work to run after the transaction committed, holding no lock (rendering a
+    # report); it gets the Database and runs its own short transactions
+    after: Callable[[Any], Awaitable[None]] | None = None

@@ -53,6 +53,9 @@ class OutMessage:
     placeholder: str | None = None  # input field hint with force_reply
     photos: list[int] = field(default_factory=list)  # media ids, sent before the text
     location: tuple[float, float] | None = None  # (lat, lon), sent before the text
+    pictures: list[str] = field(default_factory=list)  # generated images (MediaStore paths), e.g. charts
+    document: str | None = None  # a generated file (MediaStore path), sent after the text …
+    filename: str | None = None  # … under this name (report-2026-11.xlsx)
     ref: str | None = None  # remember the sent message under this name …
     edit: bool = False  # … or edit the message remembered under ``ref`` in place
 
@@ -89,10 +92,15 @@ def enqueue(session: AsyncSession, target: Target, message: OutMessage, now: dat
     parts = []
     if message.photos:
         parts.append(OutMessage(text="", photos=message.photos))
+    if message.pictures:
+        parts.append(OutMessage(text="", pictures=message.pictures))
     if message.location:
         parts.append(OutMessage(text="", location=message.location))
     if message.text:
-        parts.append(replace(message, photos=[], location=None))
+        parts.append(replace(message, photos=[], location=None, pictures=[], document=None,
+                             filename=None))
+    if message.document:
+        parts.append(OutMessage(text="", document=message.document, filename=message.filename))
     session.info[QUEUED] = True
     for part in parts:
         session.add(Outbox(channel=target.channel, chat_id=str(target.chat_id),

@@ -95,7 +95,8 @@ class ChatBinding(Base):
 class Ticket(Base):
     __tablename__ = "ticket"
     __table_args__ = (Index("ix_ticket_state_unit", "state", "unit_id"),
-                      Index("ix_ticket_category_lat", "category", "lat"))
+                      Index("ix_ticket_category_lat", "category", "lat"),
+                      Index("ix_ticket_created_at", "created_at"))  # period queries (Open311, reports)
     id: Mapped[int] = mapped_column(primary_key=True)
     number: Mapped[str] = mapped_column(String(20), unique=True)
     category: Mapped[str] = mapped_column(String(64), index=True)
@@ -134,6 +135,7 @@ class Ticket(Base):
     close_reason: Mapped[str | None] = mapped_column(String(16))  # not_fixable | not_ours | referred
     close_note: Mapped[str | None] = mapped_column(Text)
     media_url: Mapped[str | None] = mapped_column(String(1000))  # a photo link given by Open311
+    address_id: Mapped[str | None] = mapped_column(String(64))  # an address-register id given by Open311
 
 
 class Follower(Base):
@@ -283,6 +285,10 @@ class Outbox(Base):
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
     error: Mapped[str | None] = mapped_column(Text)
+    # the sender process delivering this row now (one per chat at a time), and until when;
+    # a lease that ran out unsettled means that process died mid-send
+    lease_owner: Mapped[str | None] = mapped_column(String(32))
+    lease_until: Mapped[datetime | None]
 
 
 class MessageRef(Base):
@@ -366,6 +372,20 @@ class Ban(Base):
     person_id: Mapped[int] = mapped_column(ForeignKey("person.id"), primary_key=True)
     reason: Mapped[str | None] = mapped_column(Text)
     banned_by: Mapped[int | None] = mapped_column(ForeignKey("person.id"))
+    created_at: Mapped[datetime]
+
+
+class WecomCard(Base):
+    """An interactive WeCom card we sent: who got it, and the latest response code
+    (from the send or from a button press), which ``update_template_card`` needs once."""
+
+    __tablename__ = "wecom_card"
+    task_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    chat_id: Mapped[str] = mapped_column(String(64))
+    userids: Mapped[str] = mapped_column(Text)  # "|"-joined, as sent
+    response_code: Mapped[str | None] = mapped_column(Text)
+    code_at: Mapped[datetime | None]
+    more: Mapped[dict[str, Any] | None]  # buttons beyond a card's six, behind "More…"
     created_at: Mapped[datetime]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import structlog
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -49,6 +50,7 @@ async def next_number(session: AsyncSession, core: Core, now: datetime) -> str:
 
 def audit(session: AsyncSession, ticket: Ticket, actor_id: int | None, kind: str, now: datetime,
           from_state: str | None = None, note: str | None = None, data: dict | None = None) -> None:
+    structlog.contextvars.bind_contextvars(ticket_id=ticket.id, ticket=ticket.number)  # log lines
     session.add(TicketEvent(ticket_id=ticket.id, actor_id=actor_id, at=now, kind=kind,
                             from_state=from_state, to_state=ticket.state, note=note, data=data))
 

@@ -37,6 +37,7 @@ import inspect
 import itertools
 import json
 import logging
+import math
 import mimetypes
 import re
 import time
@@ -372,6 +373,36 @@ def _required(params: dict, key: str) -> Any:
     return value
 
 
+class _Limits:
+    """Sliding-window send counters, as Telegram limits a bot (see enforce_limits)."""
+
+    def __init__(self, per_second: int, group_per_minute: int, private_per_second: float,
+                 private_burst: int) -> None:
+        self.overall = (per_second, 1.0)
+        self.group = (group_per_minute, 60.0)
+        self.private = (private_burst, private_burst / private_per_second)
+        self.sent: dict[Any, deque[float]] = {}  # "*" or a chat id -> send times
+
+    def _wait(self, key: Any, limit: tuple[int, float], now: float, cost: int) -> float:
+        times = self.sent.setdefault(key, deque())
+        while times and times[0] <= now - limit[1]:
+            times.popleft()
+        if len(times) + cost <= limit[0]:
+            return 0.0
+        return times[max(0, len(times) + cost - limit[0] - 1)] + limit[1] - now
+
+    def admit(self, chat_id: Any, group: bool, cost: int) -> int | None:
+        """Record the sends and return None, or the seconds to wait (nothing recorded)."""
+        now = time.monotonic()
+        chat = self.group if group else self.private
+        wait = max(self._wait("*", self.overall, now, cost), self._wait(chat_id, chat, now, cost))
+        if wait > 0:
+            return max(1, math.ceil(wait))
+        for key in ("*", chat_id):
+            self.sent[key].extend([now] * cost)
+        return None
+
+
 class FakeBotApi:
     """An in-process Telegram: Bot API over HTTP on one side, scripted users on the other."""
 
@@ -388,12 +419,18 @@ class FakeBotApi:
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self.callback_answers: dict[str, dict[str, Any]] = {}
         self.webhook: dict[str, Any] = {}
+        # webhook mode: (update id, HTTP status or error) of every POST, in order
+        self.webhook_deliveries: list[tuple[int, int | str]] = []
+        self.webhook_retry_delay = 0.05  # first retry after a failed POST; doubles up to 2 s
+        self._webhook_task: asyncio.Task | None = None
+        self._webhook_error: tuple[int, str] | None = None
 
         self._host = "127.0.0.1"
         self._runner: web.AppRunner | None = None
         self._closing = False
         self._changed = asyncio.Event()
         self._subscribers: set[asyncio.Queue] = set()
+        self._listeners: list[Callable[[dict], None]] = []  # called at once, see listen()
 
         self._users: dict[int, dict] = {}
         self._groups: dict[int, dict] = {}
@@ -410,6 +447,9 @@ class FakeBotApi:
         self._queries: set[str] = set()
         self._recent_bot_messages: deque[tuple[int, int]] = deque(maxlen=10)
         self._faults: dict[str, deque[_ApiError]] = {}
+        self._delays: dict[str, deque[float]] = {}  # answer late, after doing the work
+        self._limits: _Limits | None = None  # Telegram's rate limits, see enforce_limits()
+        self.rate_limited = 0  # 429s answered because the bot went too fast
 
         self._queued: list[tuple[int, dict]] = []  # (update id, update), unconfirmed
         self._last_update_id = first_update_id - 1
@@ -459,6 +499,7 @@ class FakeBotApi:
     async def stop(self) -> None:
         """Release held long polls, then shut the server down."""
         self._release_pollers()
+        await self._stop_webhook()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -721,6 +762,11 @@ class FakeBotApi:
     def unsubscribe(self, queue: asyncio.Queue) -> None:
         self._subscribers.discard(queue)
 
+    def listen(self, callback: Callable[[dict], None]) -> None:
+        """Call ``callback(event)`` synchronously on every change, as it happens (benchmarks
+        time arrivals with it; a queue consumer would add its own scheduling delay)."""
+        self._listeners.append(callback)
+
     async def wait_for(self, predicate: Callable[[], T], timeout: float = 5.0,
                        description: str | None = None) -> T:
         """Wait until ``predicate()`` is truthy and return its value; re-checked on every change."""
@@ -771,6 +817,19 @@ class FakeBotApi:
         faults = self._faults.setdefault(method.lower(), deque())
         faults.extend(_ApiError(error_code, description, **parameters) for _ in range(count))
 
+    def delay_next(self, method: str, seconds: float, count: int = 1) -> None:
+        """The next ``count`` calls of ``method`` are carried out, then answered only after
+        ``seconds``: a client that gives up sooner sees a timeout, yet the message was sent."""
+        self._delays.setdefault(method.lower(), deque()).extend([seconds] * count)
+
+    def enforce_limits(self, per_second: int = 30, group_per_minute: int = 20,
+                       private_per_second: float = 1, private_burst: int = 1) -> None:
+        """Answer 429 with ``retry_after`` like Telegram when the bot sends (or edits)
+        faster than this, counted over sliding windows: ``per_second`` in any second,
+        ``group_per_minute`` per group in any minute, ``private_burst`` per private chat in
+        any ``private_burst / private_per_second`` seconds. An album counts per photo."""
+        self._limits = _Limits(per_second, group_per_minute, private_per_second, private_burst)
+
     # ------------------------------------------------------------------ change notification
 
     def _touch(self) -> None:
@@ -781,6 +840,8 @@ class FakeBotApi:
     def _emit(self, event: dict) -> None:
         for queue in self._subscribers:
             queue.put_nowait(event)
+        for listener in self._listeners:
+            listener(event)
         self._touch()
 
     async def _wait(self, predicate: Callable[[], T], timeout: float) -> T | None:
@@ -829,9 +890,14 @@ class FakeBotApi:
             faults = self._faults.get(name.lower())
             if faults:
                 raise faults.popleft()
+            if self._limits is not None:
+                self._check_limits(name, params)
             result = handler(params)
             if inspect.isawaitable(result):
                 result = await result
+            delays = self._delays.get(name.lower())
+            if delays:
+                await asyncio.sleep(delays.popleft())
         except _ApiError as error:
             log.debug("%s failed: %s %s", name, error.code, error.description)
             return error.response()
@@ -844,6 +910,19 @@ class FakeBotApi:
         if stored is None or stored.data is None:
             return _ApiError(404, "Not Found").response()
         return web.Response(body=stored.data, content_type=stored.mime_type)
+
+    def _check_limits(self, name: str, params: dict) -> None:
+        lower = name.lower()
+        if not (lower.startswith(("send", "edit")) and lower != "sendchataction"):
+            return
+        chat_id = params.get("chat_id")
+        media = params.get("media")
+        cost = len(media) if lower == "sendmediagroup" and isinstance(media, list) else 1
+        after = self._limits.admit(chat_id, chat_id in self._groups or (
+            isinstance(chat_id, int) and chat_id < 0), cost)
+        if after is not None:
+            self.rate_limited += 1
+            raise _ApiError(429, f"Too Many Requests: retry after {after}", retry_after=after)
 
     # ------------------------------------------------------------------ Bot API: bot and updates
 
@@ -879,6 +958,9 @@ class FakeBotApi:
         if generation != self._poll_generation:
             raise _ApiError(409, "Conflict: terminated by other getUpdates request; "
                                  "make sure that only one bot instance is running")
+        if self.webhook.get("url"):  # set while this poll waited
+            raise _ApiError(409, "Conflict: can't use getUpdates method while webhook is active; "
+                                 "use deleteWebhook to delete the webhook first")
         batch = [] if self._closing else self._deliverable()[:limit]
         if batch:
             self._delivered_upto = max(self._delivered_upto, batch[-1][0])
@@ -891,21 +973,80 @@ class FakeBotApi:
                 or (kind in allowed if allowed is not None else kind not in _OPT_IN_UPDATES)]
 
     def _set_webhook(self, params: dict) -> bool:
-        self.webhook = {"url": _required(params, "url"),
-                        **{key: value for key, value in params.items() if key != "url"}}
+        """From now on updates are POSTed to ``url`` (see ``_deliver_webhook``), not polled."""
+        url = _required(params, "url")
+        if not _is_url(url):
+            raise _bad_request("bad webhook: An HTTPS URL must be provided for webhook")
+        self.webhook = {"url": url, **{key: value for key, value in params.items() if key != "url"}}
+        allowed = params.get("allowed_updates")
+        if isinstance(allowed, list):
+            self._allowed_updates = frozenset(allowed) or None
+        if params.get("drop_pending_updates"):
+            self._queued.clear()
+        if self._webhook_task is None or self._webhook_task.done():
+            self._webhook_task = asyncio.create_task(self._deliver_webhook(), name="fake-webhook")
+        self._touch()
+        return True
+
+    async def _delete_webhook(self, params: dict) -> bool:
+        await self._stop_webhook()
         if params.get("drop_pending_updates"):
             self._queued.clear()
         return True
 
-    def _delete_webhook(self, params: dict) -> bool:
+    async def _stop_webhook(self) -> None:
         self.webhook = {}
-        if params.get("drop_pending_updates"):
-            self._queued.clear()
-        return True
+        task, self._webhook_task = self._webhook_task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _deliver_webhook(self) -> None:
+        """Like Telegram: POST each update, oldest first, with the secret header; an update
+        is forgotten once answered 2xx, and retried (with a growing pause) until then.
+        Updates go one at a time, so a chat's updates arrive in order."""
+        import aiohttp  # the client side is needed only in webhook mode
+
+        timeout = aiohttp.ClientTimeout(total=30)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            delay = self.webhook_retry_delay
+            while self.webhook.get("url") and not self._closing:
+                pending = self._deliverable()  # an update leaves the queue once answered 2xx
+                if not pending:
+                    await self._wait(lambda: self._closing or not self.webhook.get("url")
+                                     or self._deliverable(), 3600)
+                    continue
+                update_id, update = pending[0]
+                headers = {}
+                if self.webhook.get("secret_token"):
+                    headers["X-Telegram-Bot-Api-Secret-Token"] = str(self.webhook["secret_token"])
+                try:
+                    async with session.post(self.webhook["url"], json=update, headers=headers) as answer:
+                        await answer.read()
+                        outcome: int | str = answer.status
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    outcome = type(exc).__name__
+                self.webhook_deliveries.append((update_id, outcome))
+                if isinstance(outcome, int) and 200 <= outcome < 300:
+                    self._delivered_upto = max(self._delivered_upto, update_id)
+                    self._queued = [(uid, u) for uid, u in self._queued if uid != update_id]
+                    self._webhook_error = None
+                    delay = self.webhook_retry_delay
+                    self._touch()
+                    continue
+                description = (f"Wrong response from the webhook: {outcome}"
+                               if isinstance(outcome, int) else f"Connection failed: {outcome}")
+                self._webhook_error = (_now(), description)
+                log.debug("webhook delivery of update %s failed: %s", update_id, outcome)
+                self._touch()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     def _get_webhook_info(self, _params: dict) -> dict:
         info: dict[str, Any] = {"url": self.webhook.get("url", ""), "has_custom_certificate": False,
                                 "pending_update_count": len(self._queued)}
+        if self._webhook_error is not None:
+            info["last_error_date"], info["last_error_message"] = self._webhook_error
         for key in ("max_connections", "ip_address", "allowed_updates"):
             if key in self.webhook:
                 info[key] = self.webhook[key]

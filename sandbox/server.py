@@ -157,6 +157,7 @@ def sandbox_config(config: Config, origin: str, database: Path, media: Path) -> 
     copy.telegram.base_file_url = f"{origin}/file/bot"
     copy.database.url = f"{SQLITE_PREFIX}{database}"
     copy.media_dir = media
+    copy.dashboard.secure_cookies = False  # the sandbox is plain http on 127.0.0.1
     return copy
 
 
@@ -191,6 +192,8 @@ class Sandbox:
         self._streams: set[asyncio.Queue] = set()
         self._queries: dict[str, int] = {}  # callback query id → person who pressed
         self._page: str | None = None
+        self.dashboard_password: str | None = None  # the demo dashboard logins' password
+        self.dashboard_users: list[str] = []
         self._build_world()
 
     # -- lifecycle
@@ -227,6 +230,10 @@ class Sandbox:
             self.whistle = Whistle(sandbox_config(self.config, self.origin, self.database,
                                                   self.media_dir), web_ref=ref)
             await self.whistle.start()
+            if self.config.dashboard.enabled:  # demo logins for the dashboard on this server
+                from dashboard.demo import create_demo_users
+                self.dashboard_password, self.dashboard_users = await create_demo_users(
+                    self.whistle.db, self.whistle.core.now())
         except BaseException:
             await self.stop()
             raise
@@ -633,7 +640,20 @@ class Sandbox:
             map_svg=self._map_svg(),
             bot_username=html.escape(BOT_USERNAME),
             version=str(int((STATIC / "sandbox.js").stat().st_mtime)),
+            dashboard=self._dashboard_note(),
         )
+
+    def _dashboard_note(self) -> str:
+        """The link to the dashboard on the same server, with the demo logins."""
+        if not self.dashboard_users:
+            return ""
+        path = html.escape(self.config.dashboard.path)
+        users = html.escape(", ".join(self.dashboard_users))
+        return (f'<p class="dashboard-link"><a href="{path}" target="_blank" rel="noopener" '
+                f'id="dashboard-link">指挥中心 Dashboard ↗</a><br>'
+                f'<span class="en">登录 Log in as <b>{users}</b>, 密码 password '
+                f'<code id="dashboard-password">{html.escape(self.dashboard_password or "")}'
+                f'</code></span></p>')
 
     def _map_svg(self) -> str:
         """The district's grids as inline SVG (equirectangular projection, north up)."""
@@ -790,6 +810,9 @@ async def run_sandbox(config: Config, host: str = "127.0.0.1", port: int = 8080,
     try:
         print(f"\n  沙盒 SANDBOX — Whistle with a fake Telegram (nothing is sent to real Telegram).\n"
               f"  打开 Open: {sandbox.url}\n"
+              + (f"  指挥中心 Dashboard: {sandbox.origin}{config.dashboard.path} — log in as "
+                 f"{', '.join(sandbox.dashboard_users)} with the password "
+                 f"{sandbox.dashboard_password}\n" if sandbox.dashboard_users else "") +
               f"  数据库 Database: {sandbox.database}\n", flush=True)
         if host not in ("127.0.0.1", "localhost", "::1"):
             log.warning("the sandbox listens on %s: anyone who can reach it can use it", host)

@@ -1,2 +1,2 @@
-"""Time-driven jobs: the deadline sweep and the daily digest, each run claimed
+"""Time-driven jobs: the deadline sweep, the daily digest and the monthly report, each run claimed
 once per period in the database so restarts and second processes never repeat one."""

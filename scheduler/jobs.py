@@ -3,18 +3,22 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import datetime
 
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.observability import log_context
 from models.context import Core
 from models.db import Database
 from models.digest import send_digests
 from models import inbox
+from models import org, periods
 from models.privacy import expired_photos
-from models.sweep import SweepResult, sweep
+from models.sweep import SweepResult, command_centre, sweep
+from models.messages import Target
 from models.tables import JobRun
 
 log = logging.getLogger(__name__)
@@ -28,11 +32,15 @@ async def claim_run(session: AsyncSession, job: str, period: str, now: datetime)
     return result.rowcount == 1
 
 
-async def run_sweep(db: Database, core: Core, now: datetime) -> SweepResult:
+async def run_sweep(db: Database, core: Core, now: datetime,
+                    observe: Callable[[float], None] | None = None) -> SweepResult:
     """One sweep pass; the due timers are claimed row by row, so concurrent sweeps share
-    the work instead of repeating it."""
+    the work instead of repeating it. ``observe(seconds)`` is told how long it took."""
     started = time.perf_counter()
-    result = await db.run(lambda s: sweep(s, core, now))
+    with log_context(job="sweep"):
+        result = await db.run(lambda s: sweep(s, core, now))
+    if observe is not None:
+        observe(time.perf_counter() - started)
     if result.timers:
         log.info("sweep at %s: %s (%.0f ms)", now.isoformat(), result,
                  (time.perf_counter() - started) * 1000)
@@ -75,3 +83,50 @@ async def run_retention(db: Database, core: Core, now: datetime) -> int | None:
     if paths:
         log.info("retention: deleted %d photo files", len(paths))
     return len(paths)
+
+
+MONTHLY = "monthly_report"
+
+
+async def run_monthly_report(db: Database, core: Core, now: datetime) -> str | None:
+    """Post the previous month's report to the command centre's chat, once per month
+    (claimed as (monthly_report, "2026-11")); returns the month, or None if already sent.
+
+    The figures are computed in one transaction and rendered after it (charts and the
+    workbook in worker threads, holding no database lock), so the claiming transaction
+    is short; a process that loses the claim has only wasted the rendering."""
+    from models.stats import build
+    from reports import bundle
+
+    period = periods.previous_month(now, core.config.tz)
+
+    async def already(session):
+        return await session.get(JobRun, (MONTHLY, period.label)) is not None
+    if await db.run(already):
+        return None
+
+    async def prepare(session):
+        centre = await command_centre(session, core)
+        chats = await org.chats_of_unit(session, centre.id, channels=core.channels)
+        return chats, await build(session, core, period, now, centre)
+    chats, report = await db.run(prepare)
+    rendered = await bundle.render(core, report)
+
+    async def post(session):
+        if not await claim_run(session, MONTHLY, period.label, now):
+            return None
+        for chat in chats:
+            bundle.queue(session, core, Target(chat.channel, chat.chat_id), rendered)
+        return period.label
+    sent = await db.run(post)
+    if sent is not None:
+        log.info("monthly report %s posted to %d chats", sent, len(chats))
+    return sent
+
+
+def monthly_missed(core: Core, now: datetime) -> bool:
+    """Past this month's report time (the day and time in ``[report]``), so the previous
+    month's report is due; the claim in job_run decides whether it was already sent."""
+    local = core.local(now)
+    report = core.config.report
+    return (local.day, local.time()) >= (report.monthly_day, report.monthly_time)

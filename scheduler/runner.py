@@ -1,6 +1,10 @@
 """APScheduler (3.x) wiring: the sweep every ``sweep_seconds``, the digest daily at
-``digest_time`` local time. Jobs read the core's clock, so tests can drive them."""
+``digest_time`` local time, the monthly report on ``[report] monthly_day`` at
+``monthly_time``. Jobs read the core's clock, so tests can drive them; a job missed
+while the process was down runs at start (each claims its period once)."""
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
@@ -9,12 +13,14 @@ from apscheduler.triggers.interval import IntervalTrigger
 from models.context import Core
 from models.db import Database
 
-from .jobs import run_digest, run_retention, run_sweep
+from .jobs import monthly_missed, run_digest, run_monthly_report, run_retention, run_sweep
 
 
 class Scheduler:
-    def __init__(self, db: Database, core: Core):
-        self.db, self.core = db, core
+    def __init__(self, db: Database, core: Core,
+                 on_sweep: Callable[[float], None] | None = None):
+        """``on_sweep(seconds)`` hears how long each sweep took (the metrics histogram)."""
+        self.db, self.core, self.on_sweep = db, core, on_sweep
         self._scheduler = AsyncIOScheduler(timezone=core.config.tz)
 
     def start(self) -> None:
@@ -30,19 +36,31 @@ class Scheduler:
                                                             timezone=self.core.config.tz),
                                 id="retention", max_instances=1, coalesce=True,
                                 misfire_grace_time=3600)
+        report = self.core.config.report
+        self._scheduler.add_job(self.monthly_report, CronTrigger(
+            day=report.monthly_day, hour=report.monthly_time.hour,
+            minute=report.monthly_time.minute, timezone=self.core.config.tz),
+            id="monthly-report", max_instances=1, coalesce=True, misfire_grace_time=3600)
         self._scheduler.start()
         if self._digest_missed():  # down at digest time: send it now (claimed once per day)
-            self._scheduler.add_job(self.digest, id="digest-catch-up")
+            # however late a slow start makes it: APScheduler's default grace is 1 s
+            self._scheduler.add_job(self.digest, id="digest-catch-up", misfire_grace_time=None)
+        if monthly_missed(self.core, self.core.now()):  # claimed once per month
+            self._scheduler.add_job(self.monthly_report, id="monthly-report-catch-up",
+                                    misfire_grace_time=None)
 
     def _digest_missed(self) -> bool:
         local = self.core.local(self.core.now())
         return local.time() >= self.core.config.schedule.digest_time
 
     async def sweep(self) -> None:
-        await run_sweep(self.db, self.core, self.core.now())
+        await run_sweep(self.db, self.core, self.core.now(), observe=self.on_sweep)
 
     async def digest(self) -> None:
         await run_digest(self.db, self.core, self.core.now())
+
+    async def monthly_report(self) -> None:
+        await run_monthly_report(self.db, self.core, self.core.now())
 
     async def retention(self) -> None:
         await run_retention(self.db, self.core, self.core.now())

@@ -120,6 +120,8 @@ def config(tmp_path, api, database_url):
     cfg.sender.private_burst = 1000  # tests send bursts; the limiter has its own tests
     cfg.sender.group_burst = 1000
     cfg.sender.per_second = 1000
+    cfg.limits.messages_per_minute = 10_000  # the clock stands still: a test is one minute
+    cfg.limits.reports_per_hour = 1000  # (tests/test_limits.py sets its own)
     cfg.schedule.enabled = False  # tests call the sweep and digest with a controlled clock
     cfg.web.port = 0  # the bot's web server on a free port (whistle.web.origin)
     cfg.dashboard.secure_cookies = False  # plain http on 127.0.0.1

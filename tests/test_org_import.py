@@ -57,10 +57,10 @@ def with_person(spec, code: str, **changes):
 async def test_import_creates_everything(db, spec):
     report = await import_(db, spec)
     assert (report.units_created, report.people_created, report.roles_added, report.chats_created) == (21, 24, 24, 21)
-    assert report.identities_created == 26  # 24 Telegram ids and 2 WeCom userids
+    assert report.identities_created == 27  # 24 Telegram ids and 3 WeCom userids
     assert await count(db, Unit) == 21
     assert await count(db, Person) == 24
-    assert await count(db, Identity) == 26
+    assert await count(db, Identity) == 27
     assert await count(db, Role) == 24
     assert await count(db, ChatBinding) == 21
     created = await db.run(lambda s: s.scalar(select(Person.created_at).where(Person.code == "p-handong")))
@@ -153,7 +153,7 @@ async def test_second_import_changes_nothing(db, spec):
     again = await import_(db, spec)
     assert again.changes == 0, str(again)
     assert str(again) == "no changes"
-    assert await count(db, Unit) == 21 and await count(db, Role) == 24 and await count(db, Identity) == 26
+    assert await count(db, Unit) == 21 and await count(db, Role) == 24 and await count(db, Identity) == 27
 
 
 @pytest.mark.asyncio
@@ -244,7 +244,7 @@ async def test_resident_becomes_staff_member(db, spec):
     report = await import_(db, spec)
     assert report.people_created == 23 and report.people_updated == 1
     assert await person_id(db, "p-yangli") == before
-    assert await count(db, Identity) == 26
+    assert await count(db, Identity) == 27
 
 
 @pytest.mark.asyncio

@@ -239,6 +239,22 @@ async def _still_answers(api, user_id: int) -> None:
     await api.wait_message(user_id, after=after, contains="Welcome")
 
 
+async def test_an_update_ptb_cannot_parse_does_not_stop_the_bot(whistle, api, people, caplog):
+    """PTB parses a getUpdates batch at once; one update of a shape it does not know
+    (here a message whose date is not a number, and a poll missing required fields)
+    must not fail every later getUpdates: it is skipped, the rest are handled."""
+    people(9001, "Li Si", language="en")
+    user = _user(9001)
+    api.enqueue_update({"message": {"message_id": 90101, "date": "yesterday",
+                                    "chat": _private(9001), "from": user, "text": "x"}})
+    api.enqueue_update({"poll": {"id": "p1", "question": "?"}})
+    api.enqueue_update({"update_id": "not-a-number", "message": {}})
+    await _still_answers(api, 9001)
+    await _still_answers(api, 9001)  # and it goes on answering
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert any("could not be parsed" in r.getMessage() for r in caplog.records)
+
+
 async def test_malformed_updates_are_ignored(whistle, api, people, caplog):
     resident = people(9001, "Li Si", language="en")
     people(1001, "王建国")
@@ -299,6 +315,7 @@ async def test_long_and_odd_texts_at_every_intake_step(whistle, api, people, cap
         after = last_id(api, me)
         api.user_sends_text(me, me, text)
         await api.wait_message(me, after=after)
+        await api.wait_idle()  # an answer in two messages: the second one too
 
     async def step() -> str | None:
         return await whistle.db.run(lambda s: s.scalar(select(Dialogue.step).join(
@@ -397,6 +414,7 @@ async def test_a_long_history_still_reaches_the_resident(whistle, api, people):
     failed = [r.error for r in await outbox(whistle, 9001) if r.state != "sent"]
     assert failed == [], failed
     await api.wait_message(9001, after=after, contains=filed.number)
+    await api.wait_message(9001, after=after, contains="Update 4")  # the parts come one by one
     parts = [m["text"] for m in api.bot_messages(9001) if m["message_id"] > after]
     assert len(parts) > 1  # too long for one message: delivered in parts, in order
     assert all(f"Update {i}" in "\n".join(parts) for i in range(5))

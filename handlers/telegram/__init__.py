@@ -3,6 +3,8 @@ import logging
 
 from telegram.ext import Application, CallbackQueryHandler, ContextTypes, MessageHandler, filters
 
+from bot.observability import bound_to_update
+
 from .callbacks import on_callback
 from .messages import on_message
 
@@ -14,6 +16,6 @@ async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 
 def register(application: Application) -> None:
-    application.add_handler(MessageHandler(filters.UpdateType.MESSAGE, on_message))
-    application.add_handler(CallbackQueryHandler(on_callback))
+    application.add_handler(MessageHandler(filters.UpdateType.MESSAGE, bound_to_update(on_message)))
+    application.add_handler(CallbackQueryHandler(bound_to_update(on_callback)))
     application.add_error_handler(on_error)

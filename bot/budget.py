@@ -1,0 +1,121 @@
+"""Send budgets shared by every process through the ``rate_counter`` table.
+
+Each budget is a sliding window — at most ``limit`` messages in any ``seconds``. A
+message counts from the moment a process leases it (it is *in flight*: the outbox row's
+lease) and, once its answer came back, by the time of that answer, kept as counts per
+time slot (a fiftieth of the window). Telegram received it before we read the answer,
+so counting by answer time never undercounts, however late the request left: for any
+``limit + 1`` messages, the last one was admitted only after the first one's answer had
+aged out of the window — they reached Telegram more than ``seconds`` apart. ``margin``
+widens each window a little more (clock granularity).
+
+Admissions and records happen in short transactions that hold a lock (PostgreSQL: an
+advisory lock; SQLite: the write lock of BEGIN IMMEDIATE), so two processes never
+spend the same budget. Time comes from the database server on PostgreSQL (one clock for
+every host) and from this machine on SQLite (one host anyway)."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from sqlalchemy import delete, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from models.limits import bump
+from models.tables import RateCounter
+
+PREFIX = "send:"
+LOCK_KEY = 0x5748_5354  # "WHST": the advisory lock of the send budgets
+
+
+@dataclass(frozen=True)
+class Window:
+    """At most ``limit`` in any ``seconds``."""
+
+    limit: int
+    seconds: float
+
+    @property
+    def slot(self) -> float:
+        return max(self.seconds / 50, 0.01)
+
+
+async def lock_and_now(session: AsyncSession) -> float:
+    """Serialise budget holders across processes and read the shared clock (seconds)."""
+    if session.bind.dialect.name == "postgresql":
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
+        return float(await session.scalar(text("SELECT extract(epoch from clock_timestamp())")))
+    return time.time()
+
+
+def _period(seconds: float) -> str:
+    return f"{int(round(seconds * 1000)):015d}"  # milliseconds: sorts as text
+
+
+class Ledger:
+    """The budgets of some keys as of ``now``: loaded once, then spent in memory by the
+    claiming transaction (the leases it takes are what keeps them spent)."""
+
+    def __init__(self, session: AsyncSession, now: float, margin: float):
+        self.session, self.now, self.margin = session, now, margin
+        self.windows: dict[str, Window] = {}
+        self.slots: dict[str, dict[float, int]] = {}  # key -> slot start -> count
+        self.spent: dict[str, int] = {}  # in flight: leased and not yet answered
+
+    def _first(self, window: Window) -> float:
+        """Start of the oldest slot that still counts."""
+        return math.floor((self.now - window.seconds - self.margin) / window.slot) * window.slot
+
+    async def load(self, windows: dict[str, Window]) -> None:
+        new = {PREFIX + k: w for k, w in windows.items() if PREFIX + k not in self.windows}
+        if not new:
+            return
+        self.windows.update(new)
+        oldest = min(self._first(w) for w in new.values())
+        rows = await self.session.execute(select(
+            RateCounter.key, RateCounter.period, RateCounter.count).where(
+            RateCounter.key.in_(list(new)), RateCounter.period >= _period(oldest)))
+        for key in new:
+            self.slots[key] = {}
+        for key, period, count in rows:
+            start = int(period) / 1000
+            if start >= self._first(new[key]) - 1e-9:
+                self.slots[key][start] = self.slots[key].get(start, 0) + count
+
+    def room(self, key: str) -> int:
+        key = PREFIX + key
+        used = sum(self.slots[key].values()) + self.spent.get(key, 0)
+        return self.windows[key].limit - used
+
+    def free_in(self, key: str) -> float:
+        """Seconds until the oldest counted slot of ``key`` stops counting (in-flight
+        messages free their share when answered, which wakes the sender anyway)."""
+        key = PREFIX + key
+        window = self.windows[key]
+        if not self.slots[key]:
+            return window.slot
+        oldest = min(self.slots[key])
+        return max(0.0, oldest + window.slot + window.seconds + self.margin - self.now)
+
+    def spend(self, key: str, amount: int) -> None:
+        key = PREFIX + key
+        self.spent[key] = self.spent.get(key, 0) + amount
+
+
+async def record(session: AsyncSession, windows: dict[str, Window], amount: int,
+                 now: float, margin: float) -> None:
+    """Count a message in its windows at ``now``, the time its answer came back."""
+    for key, window in windows.items():
+        start = math.floor(now / window.slot) * window.slot
+        expires = datetime.fromtimestamp(start + window.slot + window.seconds + margin + 1,
+                                         timezone.utc)
+        await bump(session, PREFIX + key, _period(start), expires, amount, read=False)
+
+
+async def prune(session: AsyncSession, now: float) -> None:
+    """Slots that no longer count."""
+    await session.execute(delete(RateCounter).where(
+        RateCounter.key.startswith(PREFIX),
+        RateCounter.expires_at < datetime.fromtimestamp(now, timezone.utc)))

@@ -1,0 +1,261 @@
+"""What an operator sees of a running process: structured logs, ``/healthz`` and ``/metrics``.
+
+Logs: the code logs through the standard ``logging`` module; structlog renders every
+record (ours and the libraries') as one JSON object a line, or readably on a terminal,
+and adds what ``structlog.contextvars`` holds for the task at hand — the update, chat
+and ticket being handled (bound by the Telegram handlers and by ``models.tickets``).
+
+Metrics: a per-service ``CollectorRegistry``. Counters and the sweep histogram count what
+*this* process did (Prometheus adds the processes up); the outbox and ticket figures are
+read from the database at scrape time, so they are the same whichever process answers —
+they are gauges, since rows are also pruned and change state."""
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, TextIO
+
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import case, func, select, text
+
+from models.tables import Outbox, Ticket
+
+if TYPE_CHECKING:
+    from bot.app import Whistle
+    from bot.config import LoggingConfig
+    from models.db import Database
+    from models.inputs import Reply
+
+log = logging.getLogger(__name__)
+
+DB_TIMEOUT = 2.0  # seconds a health or metrics query may take before the database counts as down
+MAX_SENDER_LAG = timedelta(minutes=10)  # the oldest pending message older than this: unhealthy
+TICKET_KEYS = ("ticket_id", "ticket")
+
+
+# ---------------------------------------------------------------------------- logs
+
+def configure_logging(config: LoggingConfig | None = None, *, stream: TextIO | None = None,
+                      verbose: bool = False) -> logging.Handler:
+    """Route every ``logging`` record through structlog: JSON lines when the output is
+    not a terminal (or ``format = "json"``), coloured key=value lines on a terminal.
+    Replaces a handler installed by an earlier call; returns the new one."""
+    stream = stream if stream is not None else sys.stderr
+    fmt = config.format if config is not None else "auto"
+    as_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
+    level = logging.DEBUG if verbose else getattr(logging, config.level if config else "INFO")
+    shared = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.stdlib.ExtraAdder(),
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    renderer = (structlog.processors.JSONRenderer(ensure_ascii=False, default=str) if as_json
+                else structlog.dev.ConsoleRenderer(colors=stream.isatty()))
+    tail = [structlog.processors.dict_tracebacks] if as_json else []
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tail, renderer])
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    handler.whistle = True  # type: ignore[attr-defined]  # ours, replaced on the next call
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if getattr(old, "whistle", False):
+            root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    structlog.configure(
+        processors=[*shared[:1], structlog.stdlib.filter_by_level, *shared[1:],
+                    structlog.stdlib.PositionalArgumentsFormatter(),
+                    structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True)
+    return handler
+
+
+@contextmanager
+def log_context(**ids: Any) -> Iterator[None]:
+    """Bind ids (update, chat, user) to every log line of the work inside; on the way out
+    also forget the ticket the work touched, so the next update does not inherit it."""
+    tokens = structlog.contextvars.bind_contextvars(
+        **{key: value for key, value in ids.items() if value is not None})
+    try:
+        yield
+    finally:
+        structlog.contextvars.unbind_contextvars(*TICKET_KEYS)
+        structlog.contextvars.reset_contextvars(**tokens)
+
+
+def bound_to_update(handler: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """Wrap a python-telegram-bot handler so its log lines carry the update's ids."""
+    @functools.wraps(handler)
+    async def handle(update: Any, context: Any) -> Any:
+        with log_context(**update_ids(update)):
+            started = time.perf_counter()
+            try:
+                return await handler(update, context)
+            finally:  # with the ticket the update touched, if any
+                log.info("update handled in %.1f ms", (time.perf_counter() - started) * 1000)
+    return handle
+
+
+def update_ids(update: Any) -> dict[str, Any]:
+    """The ids of a Telegram ``Update`` worth having on every log line."""
+    chat = getattr(update, "effective_chat", None)
+    user = getattr(update, "effective_user", None)
+    return {"update_id": getattr(update, "update_id", None),
+            "chat_id": chat.id if chat is not None else None,
+            "user_id": user.id if user is not None else None}
+
+
+# ---------------------------------------------------------------------------- metrics
+
+class Metrics:
+    """This service's metrics. ``refresh`` reads the shared figures from the database;
+    ``render`` writes the Prometheus text format."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.updates = Counter(
+            "whistle_updates_handled", "Updates (messages, button presses) this process handled; "
+            "outcome: handled, duplicate (a redelivery, nothing done) or failed",
+            ["channel", "outcome"], registry=self.registry)
+        self.sweep_seconds = Histogram(
+            "whistle_sweep_duration_seconds", "Time one deadline sweep took in this process",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=self.registry)
+        self.snapshot = _DatabaseCollector()
+        self.registry.register(self.snapshot)
+
+    def update_handled(self, channel: str, reply: Reply | None) -> None:
+        outcome = "failed" if reply is None else "duplicate" if reply.duplicate else "handled"
+        self.updates.labels(channel=channel, outcome=outcome).inc()
+
+    def observe_sweep(self, seconds: float) -> None:
+        self.sweep_seconds.observe(seconds)
+
+    async def refresh(self, db: Database, now: datetime) -> None:
+        async with asyncio.timeout(DB_TIMEOUT):
+            self.snapshot.figures = await db.run(lambda s: _read_figures(s, now))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _DatabaseCollector(Collector):
+    """Gauges from the last ``refresh``: the same in every process, so sum() over processes
+    is wrong for them — use max() or any one."""
+
+    def __init__(self) -> None:
+        self.figures: dict[str, Any] | None = None
+
+    def describe(self):
+        return []  # values exist only after a refresh; nothing to check at registration
+
+    def collect(self):
+        figures = self.figures
+        if figures is None:
+            return
+        outbox = figures["outbox"]
+        for name, state, help_text in (
+                ("whistle_outbox_sent", "sent", "Messages delivered (rows in the outbox)"),
+                ("whistle_outbox_failed", "failed", "Messages given up on (refused, or too many tries)"),
+                ("whistle_outbox_uncertain", "uncertain",
+                 "Messages whose fate is unknown: Telegram may have accepted them, the answer was lost"),
+                ("whistle_outbox_queue_depth", "pending", "Messages waiting to be sent")):
+            yield GaugeMetricFamily(name, help_text, value=outbox.get(state, 0))
+        yield GaugeMetricFamily("whistle_outbox_retried",
+                                "Messages that needed more than one try (any state)",
+                                value=figures["retried"])
+        yield GaugeMetricFamily("whistle_sender_lag_seconds",
+                                "Age of the oldest message still waiting to be sent (0: none)",
+                                value=figures["lag"])
+        tickets = GaugeMetricFamily("whistle_tickets", "Tickets by state", labels=["state"])
+        for state, count in sorted(figures["tickets"].items()):
+            tickets.add_metric([state], count)
+        yield tickets
+
+
+async def _read_figures(session, now: datetime) -> dict[str, Any]:
+    outbox: dict[str, int] = {}
+    retried = 0
+    rows = await session.execute(select(
+        Outbox.state, func.count(), func.sum(case((Outbox.attempts > 0, 1), else_=0)))
+        .group_by(Outbox.state))
+    for state, count, with_retries in rows:
+        outbox[state] = count
+        retried += int(with_retries or 0)
+    tickets = dict((await session.execute(
+        select(Ticket.state, func.count()).group_by(Ticket.state))).all())
+    return {"outbox": outbox, "retried": retried, "tickets": tickets,
+            "lag": (await sender_lag(session, now)).total_seconds()}
+
+
+async def sender_lag(session, now: datetime) -> timedelta:
+    """How long the oldest pending message has waited (by the pending index)."""
+    oldest = await session.scalar(select(Outbox.created_at).where(Outbox.state == "pending")
+                                  .order_by(Outbox.id).limit(1))
+    return max(now - oldest, timedelta(0)) if oldest is not None else timedelta(0)
+
+
+# ---------------------------------------------------------------------------- web faces
+
+async def check_health(whistle: Whistle) -> tuple[bool, dict[str, Any]]:
+    """Database reachable (``SELECT 1`` within DB_TIMEOUT) and the sender keeping up."""
+    now = whistle.core.now()
+
+    async def probe(session):
+        await session.execute(text("SELECT 1"))
+        return await sender_lag(session, now)
+    try:
+        async with asyncio.timeout(DB_TIMEOUT):
+            lag = await whistle.db.run(probe)
+    except TimeoutError:
+        return False, {"status": "unhealthy", "database": f"no answer within {DB_TIMEOUT:g} s"}
+    except Exception as exc:  # any failure to reach the database is the answer itself
+        return False, {"status": "unhealthy", "database": f"unreachable: {type(exc).__name__}"}
+    body: dict[str, Any] = {"database": "ok", "sender_lag_seconds": round(lag.total_seconds(), 3),
+                            "max_sender_lag_seconds": MAX_SENDER_LAG.total_seconds()}
+    healthy = lag <= MAX_SENDER_LAG
+    body["status"] = "ok" if healthy else "unhealthy"
+    return healthy, body
+
+
+async def healthz(request: web.Request) -> web.Response:
+    from bot.web import whistle_of
+    healthy, body = await check_health(whistle_of(request))
+    if not healthy:
+        log.warning("health check failed: %s", body)
+    return web.json_response(body, status=200 if healthy else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    from bot.web import whistle_of
+    whistle = whistle_of(request)
+    try:
+        await whistle.metrics.refresh(whistle.db, whistle.core.now())
+    except Exception as exc:  # the process's own counters are still worth scraping
+        log.warning("metrics: database figures unavailable (%s)", type(exc).__name__)
+        whistle.metrics.snapshot.figures = None
+    return web.Response(body=whistle.metrics.render(),
+                        headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)

@@ -1,0 +1,24 @@
+"""Open311 GeoReport v2 on the bot's web server (docs/open311.md).
+
+``face(config)`` is what ``bot.web._faces`` registers: the routes under
+``[open311] path`` (default ``/open311/v2``)."""
+from __future__ import annotations
+
+from aiohttp import web
+
+from bot.web import RouteAdder
+
+
+def face(config) -> RouteAdder:
+    base = config.open311.path.rstrip("/")
+
+    def add_routes(app: web.Application) -> None:
+        from . import openapi, views
+
+        app.router.add_get(f"{base}/services.{{format}}", views.services)
+        app.router.add_get(f"{base}/services/{{code}}.{{format}}", views.service_definition)
+        app.router.add_get(f"{base}/requests.{{format}}", views.list_requests)
+        app.router.add_post(f"{base}/requests.{{format}}", views.create_request)
+        app.router.add_get(f"{base}/requests/{{number}}.{{format}}", views.one_request)
+        app.router.add_get(f"{base}/openapi.json", openapi.serve)
+    return add_routes

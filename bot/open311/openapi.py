@@ -1,0 +1,155 @@
+"""An OpenAPI 3 description of the GeoReport v2 endpoints, served at ``{path}/openapi.json``.
+Built from the config (the base path, the limits, the category codes), so it always
+describes what this deployment answers."""
+from __future__ import annotations
+
+from aiohttp import web
+
+from bot.web import whistle_of
+
+from .params import MAX_ADDRESS, MAX_ADDRESS_ID, MAX_EMAIL, MAX_NAME, MAX_URL
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _param(name: str, where: str, description: str, schema: dict | None = None,
+           required: bool = False) -> dict:
+    return {"name": name, "in": where, "required": required or where == "path",
+            "description": description, "schema": schema or {"type": "string"}}
+
+
+def _answers(ok: dict, description: str, errors: dict[str, str]) -> dict:
+    out = {"200": {"description": description, "content": {
+        "application/json": {"schema": ok}, "text/xml": {"schema": {"type": "string"}}}}}
+    for status, text in errors.items():
+        out[status] = {"description": text, "content": {
+            "application/json": {"schema": {"type": "array", "items": _ref("Error")}},
+            "text/xml": {"schema": {"type": "string"}}}}
+    return out
+
+
+def document(config, server_url: str) -> dict:
+    o = config.open311
+    fmt = _param("format", "path", "xml or json", {"type": "string", "enum": ["xml", "json"]})
+    common = [_param("jurisdiction_id", "query",
+                     "Accepted always; when this deployment names one, it must match."),
+              _param("locale", "query", "zh_Hans (default) or en: the language of names "
+                     "and texts; Accept-Language works too.",
+                     {"type": "string", "enum": ["zh_Hans", "en"]})]
+    codes = [c.code for c in config.categories]
+    text = {"type": "string"}
+    nullable = {"type": "string", "nullable": True}
+    number = {"type": "number", "nullable": True}
+    request_fields = {
+        "service_request_id": {**text, "description": "The ticket number, e.g. 20261122-0007."},
+        "status": {"type": "string", "enum": ["open", "closed"]},
+        "status_notes": nullable, "service_name": text, "service_code": text,
+        "description": nullable, "agency_responsible": nullable, "service_notice": nullable,
+        "requested_datetime": {"type": "string", "format": "date-time"},
+        "updated_datetime": {"type": "string", "format": "date-time"},
+        "expected_datetime": {"type": "string", "format": "date-time", "nullable": True},
+        "address": nullable, "address_id": nullable, "zipcode": nullable,
+        "lat": number, "long": number, "media_url": nullable,
+    }
+    schemas = {
+        "Service": {"type": "object", "properties": {
+            "service_code": {"type": "string", "enum": codes}, "service_name": text,
+            "description": text, "metadata": {"type": "boolean"},
+            "type": {"type": "string", "enum": ["realtime"]}, "keywords": text, "group": text}},
+        "ServiceDefinition": {"type": "object", "properties": {
+            "service_code": text, "attributes": {"type": "array", "items": _ref("Attribute")}}},
+        "Attribute": {"type": "object", "properties": {
+            "variable": {"type": "boolean"}, "code": text,
+            "datatype": {"type": "string", "enum": ["string", "number", "datetime", "text",
+                                                     "singlevaluelist", "multivaluelist"]},
+            "required": {"type": "boolean"}, "datatype_description": nullable,
+            "order": {"type": "integer"}, "description": text,
+            "values": {"type": "array", "items": {"type": "object", "properties": {
+                "key": text, "name": text}}}}},
+        "ServiceRequest": {"type": "object", "properties": request_fields},
+        "CreatedRequest": {"type": "object", "properties": {
+            "service_request_id": text, "service_notice": nullable, "account_id": nullable}},
+        "Error": {"type": "object", "properties": {"code": {"type": "integer"},
+                                                   "description": text}},
+        "NewRequest": {"type": "object", "required": ["api_key", "service_code", "description"],
+                       "properties": {
+            "api_key": {**text, "description": "From `python -m bot apikey add NAME`."},
+            "jurisdiction_id": text, "service_code": {"type": "string", "enum": codes},
+            "lat": {"type": "number", "minimum": -90, "maximum": 90},
+            "long": {"type": "number", "minimum": -180, "maximum": 180},
+            "address_string": {"type": "string", "maxLength": MAX_ADDRESS},
+            "address_id": {"type": "string", "maxLength": MAX_ADDRESS_ID},
+            "attribute[grid]": {**text, "description": "A grid code from the service "
+                                "definition; used only when no point decides."},
+            "description": {"type": "string", "maxLength": o.max_description},
+            "media_url": {"type": "string", "format": "uri", "maxLength": MAX_URL},
+            "email": {"type": "string", "maxLength": MAX_EMAIL},
+            "first_name": {"type": "string", "maxLength": MAX_NAME},
+            "last_name": {"type": "string", "maxLength": MAX_NAME},
+            "phone": text, "device_id": text, "account_id": text}},
+    }
+    bad = {"400": "Missing or invalid parameters (every problem is listed)",
+           "404": "Unknown jurisdiction_id"}
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "Whistle Open311 GeoReport v2", "version": "2",
+                 "description": "GeoReport v2 (wiki.open311.org/GeoReport_v2). Personal data "
+                                "of residents is never returned. See docs/open311.md."},
+        "servers": [{"url": server_url}],
+        "paths": {
+            "/services.{format}": {"get": {
+                "operationId": "getServices", "summary": "The categories as services",
+                "parameters": [fmt, *common],
+                "responses": _answers({"type": "array", "items": _ref("Service")},
+                                      "The services", bad)}},
+            "/services/{service_code}.{format}": {"get": {
+                "operationId": "getServiceDefinition", "summary": "A service's attributes",
+                "parameters": [_param("service_code", "path", "A service_code"), fmt, *common],
+                "responses": _answers(_ref("ServiceDefinition"), "The definition",
+                                      {**bad, "404": "Unknown service_code or jurisdiction_id"})}},
+            "/requests.{format}": {
+                "get": {
+                    "operationId": "getServiceRequests",
+                    "summary": f"Requests of the last {o.default_days} days (at most "
+                               f"{o.max_results}), or those named",
+                    "parameters": [fmt, *common,
+                                   _param("service_request_id", "query",
+                                          "Comma-separated numbers; overrides the rest"),
+                                   _param("service_code", "query", "Comma-separated codes"),
+                                   _param("start_date", "query", "W3C date-time",
+                                          {"type": "string", "format": "date-time"}),
+                                   _param("end_date", "query", "W3C date-time",
+                                          {"type": "string", "format": "date-time"}),
+                                   _param("status", "query", "open, closed or both")],
+                    "responses": _answers({"type": "array", "items": _ref("ServiceRequest")},
+                                          "The requests", bad)},
+                "post": {
+                    "operationId": "postServiceRequest",
+                    "summary": "Report a problem: it is routed and posted to the grid's chat",
+                    "parameters": [fmt],
+                    "requestBody": {"required": True, "content": {
+                        "application/x-www-form-urlencoded": {"schema": _ref("NewRequest")}}},
+                    "responses": _answers({"type": "array", "items": _ref("CreatedRequest")},
+                                          "The new request's number", {
+                        **bad, "403": "Missing, unknown or revoked api_key",
+                        "404": "Unknown service_code or jurisdiction_id"})}},
+            "/requests/{service_request_id}.{format}": {"get": {
+                "operationId": "getServiceRequest", "summary": "One request",
+                "parameters": [_param("service_request_id", "path", "A ticket number"), fmt,
+                               *common],
+                "responses": _answers({"type": "array", "items": _ref("ServiceRequest")},
+                                      "The request (a list of one)",
+                                      {**bad, "404": "Unknown service_request_id or "
+                                                     "jurisdiction_id"})}},
+        },
+        "components": {"schemas": schemas},
+    }
+
+
+async def serve(request: web.Request) -> web.Response:
+    whistle = whistle_of(request)
+    config = whistle.config
+    base = (config.web.public_url or "").rstrip("/") + config.open311.path.rstrip("/")
+    return web.json_response(document(config, base))

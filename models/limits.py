@@ -1,0 +1,127 @@
+"""Abuse limits: per-resident budgets counted in ``rate_counter`` (so they hold across
+processes), and the ban list staff keep.
+
+Over a limit a resident gets one polite answer per window and nothing else happens;
+staff (anyone with a role) are never limited."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from .tables import Ban, Person, RateCounter, Role, Ticket
+
+PREFIX = "limit:"
+
+
+async def bump(session: AsyncSession, key: str, period: str, expires_at: datetime,
+               amount: int = 1, read: bool = True) -> int | None:
+    """Add ``amount`` to a counter, creating it; returns the new count (if ``read``)."""
+    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+    statement = insert(RateCounter).values(key=key, period=period, count=amount,
+                                           expires_at=expires_at)
+    statement = statement.on_conflict_do_update(
+        index_elements=["key", "period"],
+        set_={"count": RateCounter.count + statement.excluded.count})
+    await session.execute(statement)
+    if not read:
+        return None
+    return await session.scalar(select(RateCounter.count).where(
+        RateCounter.key == key, RateCounter.period == period))
+
+
+def _minute(now: datetime) -> tuple[str, datetime]:
+    start = now.replace(second=0, microsecond=0)
+    return start.strftime("%Y%m%d%H%M"), start + timedelta(minutes=1)
+
+
+def _hour(now: datetime) -> tuple[str, datetime]:
+    start = now.replace(minute=0, second=0, microsecond=0)
+    return start.strftime("%Y%m%d%H"), start + timedelta(hours=1)
+
+
+async def is_staff(session: AsyncSession, person_id: int) -> bool:
+    return await session.scalar(select(Role.id).where(Role.person_id == person_id)
+                                .limit(1)) is not None
+
+
+async def count_message(session: AsyncSession, person: Person, per_minute: int,
+                        now: datetime) -> str:
+    """Count one input of ``person`` in this minute: "ok", "warn" (just went over: answer
+    once) or "quiet" (over, already answered this minute)."""
+    period, ends = _minute(now)
+    count = await bump(session, f"{PREFIX}msg:{person.id}", period, ends)
+    if count <= per_minute or await is_staff(session, person.id):
+        return "ok"
+    return "warn" if count == per_minute + 1 else "quiet"
+
+
+async def reports_this_hour(session: AsyncSession, person_id: int, now: datetime) -> int:
+    """Reports filed in the last hour (the ticket rows are the truth, in every process)."""
+    return await session.scalar(select(func.count(Ticket.id)).where(
+        Ticket.reporter_id == person_id, Ticket.created_at > now - timedelta(hours=1)))
+
+
+async def may_report(session: AsyncSession, person: Person, per_hour: int,
+                     now: datetime) -> bool:
+    if await reports_this_hour(session, person.id, now) < per_hour:
+        return True
+    return await is_staff(session, person.id)
+
+
+async def first_refusal(session: AsyncSession, person: Person, what: str, now: datetime) -> bool:
+    """True once per hour and kind of refusal, so a refused resident is answered, not spammed."""
+    period, ends = _hour(now)
+    return await bump(session, f"{PREFIX}told:{what}:{person.id}", period, ends) == 1
+
+
+async def is_banned(session: AsyncSession, person_id: int) -> bool:
+    return await session.get(Ban, person_id) is not None
+
+
+async def ban(session: AsyncSession, person_id: int, by: int | None, reason: str | None,
+              now: datetime) -> bool:
+    """False if the person was banned already."""
+    if await session.get(Ban, person_id) is not None:
+        return False
+    session.add(Ban(person_id=person_id, banned_by=by, reason=reason, created_at=now))
+    await session.flush()
+    return True
+
+
+async def unban(session: AsyncSession, person_id: int) -> bool:
+    result = await session.execute(delete(Ban).where(Ban.person_id == person_id))
+    return result.rowcount > 0
+
+
+async def prune(session: AsyncSession, now: datetime) -> None:
+    """Counters whose window has passed."""
+    await session.execute(delete(RateCounter).where(
+        RateCounter.key.startswith(PREFIX), RateCounter.expires_at < now))
+
+
+# ---- what the resident is told --------------------------------------------------------
+
+async def report_refusal(session: AsyncSession, core, person: Person, t) -> str | None:
+    """Why this person may not file a report now, or None if they may."""
+    if await is_banned(session, person.id):
+        return t._("You can no longer file reports here. If you think this is a mistake, "
+                   "please contact your community office.")
+    per_hour = core.config.limits.reports_per_hour
+    if not await may_report(session, person, per_hour, core.now()):
+        return t._("You have filed {count} reports in the last hour, the most allowed. "
+                   "Please wait a while before filing another.", count=per_hour)
+    return None
+
+
+async def too_fast(session: AsyncSession, core, person: Person, t) -> tuple[bool, str | None]:
+    """(over the limit?, what to tell them — only the first time in the minute)."""
+    verdict = await count_message(session, person, core.config.limits.messages_per_minute,
+                                  core.now())
+    if verdict == "ok":
+        return False, None
+    return True, (t._("You are sending messages too fast. Please wait a minute, then try again.")
+                  if verdict == "warn" else None)

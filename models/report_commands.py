@@ -1,0 +1,70 @@
+"""/stats and /report in group chats. /stats: the chat's unit, this month so far.
+/report [PERIOD]: in the command centre's chat, the report of a period (last month by
+default) — summary, charts and the workbook."""
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from . import org, periods
+from .context import Core
+from .inputs import Input
+from .messages import OutMessage, Target, enqueue
+from .stats import build, stats_for
+from .tables import Unit
+from .sweep import command_centre
+
+
+def _say(session: AsyncSession, core: Core, inp: Input, text: str) -> None:
+    enqueue(session, inp.chat, OutMessage(text=text), core.now())
+
+
+async def on_group_command(session: AsyncSession, core: Core, inp: Input):
+    """Answer /stats at once; for /report, return the work to do after the commit."""
+    t = core.i18n.get(None)  # group chats speak the deployment's language
+    unit = await org.unit_of_chat(session, inp.chat.channel, inp.chat.chat_id)
+    if unit is None:
+        _say(session, core, inp, t._("This chat is not bound to a unit yet; an administrator "
+                                     "binds it with /bind."))
+        return
+    now = core.now()
+    if inp.command == "stats":
+        from reports.summary import stats_text
+        period = periods.month_of(now, core.config.tz)
+        figures = await stats_for(session, core, unit, period, now)
+        _say(session, core, inp, stats_text(core, t, figures, period.label))
+        return
+    centre = await command_centre(session, core)
+    if unit.id != centre.id:
+        _say(session, core, inp, t._("/report works in the command centre's chat; use /stats "
+                                     "here for this unit's figures."))
+        return
+    try:
+        period = (periods.parse(inp.args[0], core.config.tz) if inp.args
+                  else periods.previous_month(now, core.config.tz))
+    except ValueError:
+        _say(session, core, inp, t._("I don't know the period “{period}”. Use /report 2026-11 "
+                                     "(a month), 2026-Q4, 2026-H2, 2026 or "
+                                     "2026-11-01..2026-11-15.", period=inp.args[0][:40]))
+        return
+    if period.start > now:
+        _say(session, core, inp, t._("{period} has not begun yet.", period=period.label))
+        return
+    return _report_later(core, inp.chat, unit.id, period, now)
+
+
+def _report_later(core: Core, chat: Target, unit_id: int, period, now):
+    """The report is computed in its own transaction and rendered after it: charts and
+    the workbook take seconds, and must not hold SQLite's write lock meanwhile."""
+    async def run(db) -> None:
+        from reports import bundle
+
+        async def figures(session):
+            return await build(session, core, period, now, await session.get(Unit, unit_id))
+        rendered = await bundle.render(core, await db.run(figures))
+        await db.run(lambda session: _queue(session, core, chat, rendered))
+    return run
+
+
+async def _queue(session: AsyncSession, core: Core, chat: Target, rendered) -> None:
+    from reports import bundle
+    bundle.queue(session, core, chat, rendered)

@@ -1,0 +1,199 @@
+"""A fake WeCom server API on 127.0.0.1 for the tests: issues access tokens, records
+the app messages, card updates and group-robot pushes it receives, serves media, and
+can be told to answer the next calls with an error (40014, 42001, 45009 …)."""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+CORP_ID = "wwtestcorp0001"
+SECRET = "test-secret"
+ROBOT_LIMIT = 4096
+
+
+class FakeWecom:
+    def __init__(self, corp_id: str = CORP_ID, secret: str = SECRET):
+        self.corp_id, self.secret = corp_id, secret
+        self.tokens: set[str] = set()
+        self.token_calls = 0
+        self.sent: list[dict[str, Any]] = []  # message/send bodies, in order
+        self.updates: list[dict[str, Any]] = []  # message/update_template_card bodies
+        self.robot: list[dict[str, Any]] = []  # {"key", "content"}
+        self.media: dict[str, bytes] = {}
+        self.uploads: dict[str, bytes] = {}
+        self.codes: dict[str, bool] = {}  # response code -> still usable
+        self.calls: list[str] = []  # every path called, in order
+        self._errors: list[tuple[str | None, int]] = []
+        self._ids = itertools.count(1)
+        self._changed = asyncio.Condition()
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    # -- life ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=30 * 1024 * 1024)
+        app.router.add_get("/cgi-bin/gettoken", self._gettoken)
+        app.router.add_post("/cgi-bin/message/send", self._send)
+        app.router.add_post("/cgi-bin/message/update_template_card", self._update)
+        app.router.add_get("/cgi-bin/media/get", self._media_get)
+        app.router.add_post("/cgi-bin/media/upload", self._media_upload)
+        app.router.add_post("/cgi-bin/webhook/send", self._robot)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/cgi-bin"
+
+    def robot_url(self, key: str) -> str:
+        return f"http://127.0.0.1:{self.port}/cgi-bin/webhook/send?key={key}"
+
+    # -- control -------------------------------------------------------------------------
+
+    def fail_next(self, errcode: int, path: str | None = None, times: int = 1) -> None:
+        """The next ``times`` calls (to ``path``, e.g. "/message/send", or any but
+        gettoken) answer with ``errcode``."""
+        self._errors += [(path, errcode)] * times
+
+    def expire_tokens(self) -> None:
+        self.tokens.clear()
+
+    def add_media(self, data: bytes) -> str:
+        media_id = f"media-{next(self._ids)}"
+        self.media[media_id] = data
+        return media_id
+
+    def to(self, userid: str) -> list[dict[str, Any]]:
+        return [m for m in self.sent if userid in m["touser"].split("|")]
+
+    async def wait_for(self, predicate: Callable[[], Any], timeout: float = 5.0,
+                       description: str = "a condition") -> Any:
+        async def check():
+            async with self._changed:
+                while not (result := predicate()):
+                    await self._changed.wait()
+                return result
+        try:
+            return await asyncio.wait_for(check(), timeout)
+        except TimeoutError:
+            raise AssertionError(f"timed out waiting for {description}; sent: "
+                                 f"{json.dumps(self.sent, ensure_ascii=False)[-3000:]}") from None
+
+    async def wait_sent(self, userid: str, predicate: Callable[[dict], Any] = lambda m: True,
+                        after: int = 0, description: str = "") -> dict:
+        """The first message to ``userid`` at index ``after`` or later matching ``predicate``."""
+        def find():
+            for message in self.to(userid)[after:]:
+                if predicate(message):
+                    return message
+            return None
+        return await self.wait_for(find, description=description or f"a message to {userid}")
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    # -- handlers ------------------------------------------------------------------------
+
+    def _error(self, path: str) -> web.Response | None:
+        for i, (only, code) in enumerate(self._errors):
+            if only is None or only == path:
+                del self._errors[i]
+                return web.json_response({"errcode": code, "errmsg": f"injected {code}"})
+        return None
+
+    def _authorised(self, request: web.Request) -> web.Response | None:
+        token = request.query.get("access_token", "")
+        if token not in self.tokens:
+            return web.json_response({"errcode": 42001 if token.startswith("tok-") else 40014,
+                                      "errmsg": "access_token expired or invalid"})
+        return self._error(request.path.removeprefix("/cgi-bin"))
+
+    async def _gettoken(self, request: web.Request) -> web.Response:
+        self.calls.append("/gettoken")
+        self.token_calls += 1
+        if (request.query.get("corpid") != self.corp_id
+                or request.query.get("corpsecret") != self.secret):
+            return web.json_response({"errcode": 40001, "errmsg": "invalid credential"})
+        token = f"tok-{next(self._ids)}"
+        self.tokens.add(token)
+        return web.json_response({"errcode": 0, "errmsg": "ok", "access_token": token,
+                                  "expires_in": 7200})
+
+    async def _send(self, request: web.Request) -> web.Response:
+        self.calls.append("/message/send")
+        if (refused := self._authorised(request)) is not None:
+            return refused
+        body = await request.json()
+        answer: dict[str, Any] = {"errcode": 0, "errmsg": "ok", "invaliduser": "",
+                                  "msgid": f"msg-{next(self._ids)}"}
+        if body.get("msgtype") == "template_card":
+            code = f"rc-{next(self._ids)}"
+            self.codes[code] = True
+            answer["response_code"] = code
+            body["response_code"] = code
+        self.sent.append(body)
+        await self._notify()
+        return web.json_response(answer)
+
+    async def _update(self, request: web.Request) -> web.Response:
+        self.calls.append("/message/update_template_card")
+        if (refused := self._authorised(request)) is not None:
+            return refused
+        body = await request.json()
+        if not self.codes.get(body.get("response_code")):
+            return web.json_response({"errcode": 40058, "errmsg": "response_code invalid or used"})
+        self.codes[body["response_code"]] = False
+        self.updates.append(body)
+        await self._notify()
+        return web.json_response({"errcode": 0, "errmsg": "ok", "invaliduser": []})
+
+    def issue_code(self) -> str:
+        """A response code as a button press hands it out."""
+        code = f"rc-{next(self._ids)}"
+        self.codes[code] = True
+        return code
+
+    async def _media_get(self, request: web.Request) -> web.Response:
+        self.calls.append("/media/get")
+        if (refused := self._authorised(request)) is not None:
+            return refused
+        data = self.media.get(request.query.get("media_id", ""))
+        if data is None:
+            return web.json_response({"errcode": 40007, "errmsg": "invalid media_id"})
+        return web.Response(body=data, content_type="image/jpeg")
+
+    async def _media_upload(self, request: web.Request) -> web.Response:
+        self.calls.append("/media/upload")
+        if (refused := self._authorised(request)) is not None:
+            return refused
+        form = await request.post()
+        media_id = f"up-{next(self._ids)}"
+        self.uploads[media_id] = form["media"].file.read()
+        return web.json_response({"errcode": 0, "errmsg": "ok", "type": "image",
+                                  "media_id": media_id, "created_at": "1380000000"})
+
+    async def _robot(self, request: web.Request) -> web.Response:
+        self.calls.append("/webhook/send")
+        if (refused := self._error("/webhook/send")) is not None:
+            return refused
+        body = await request.json()
+        content = body.get("markdown", {}).get("content", "")
+        if len(content.encode()) > ROBOT_LIMIT:
+            return web.json_response({"errcode": 40058, "errmsg": "content exceed max length"})
+        self.robot.append({"key": request.query.get("key"), "content": content})
+        await self._notify()
+        return web.json_response({"errcode": 0, "errmsg": "ok"})

@@ -1,0 +1,209 @@
+"""/healthz, /metrics and the structured logs of a running service, over real HTTP."""
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import func, select
+
+from bot.config import LoggingConfig
+from bot.observability import MAX_SENDER_LAG, configure_logging
+from models.db import Database
+from models.tables import Inbox, Outbox, Ticket
+from scheduler.runner import Scheduler
+from tests.flows import file_report
+
+UNREACHABLE = "postgresql+asyncpg://postgres@127.0.0.1:1/nowhere"
+
+
+async def get(whistle, path: str) -> tuple[int, str, str]:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(whistle.web.origin + path) as answer:
+            return answer.status, answer.headers.get("Content-Type", ""), await answer.text()
+
+
+async def scrape(whistle) -> dict[tuple[str, tuple], float]:
+    status, content_type, body = await get(whistle, "/metrics")
+    assert status == 200 and content_type.startswith("text/plain")
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(body) for sample in family.samples}
+
+
+async def settled(whistle, api) -> None:
+    """Every queued message sent or given up on (the sender works after each commit)."""
+    async def pending(session):
+        return list(await session.scalars(select(Outbox).where(Outbox.state == "pending")))
+    for _ in range(200):
+        await api.wait_idle()
+        if not await whistle.db.run(pending):
+            return
+        await asyncio.sleep(0.05)
+    rows = await whistle.db.run(pending)
+    raise AssertionError(f"still pending: {[(r.chat_id, r.payload, r.error) for r in rows]}")
+
+
+async def test_healthz_is_ok_on_a_fresh_service(whistle):
+    status, content_type, body = await get(whistle, "/healthz")
+    assert status == 200 and content_type.startswith("application/json")
+    answer = json.loads(body)
+    assert answer["status"] == "ok" and answer["database"] == "ok"
+    assert answer["sender_lag_seconds"] == 0
+
+
+async def test_healthz_fails_when_the_database_is_unreachable(whistle):
+    own = whistle.db
+    whistle.db = Database(UNREACHABLE)
+    try:
+        status, _, body = await get(whistle, "/healthz")
+        metrics_status, _, metrics_body = await get(whistle, "/metrics")
+    finally:
+        await whistle.db.dispose()
+        whistle.db = own
+    assert status == 503
+    answer = json.loads(body)
+    assert answer["status"] == "unhealthy" and answer["database"].startswith("unreachable")
+    # /metrics still answers with this process's own figures, without the database's
+    assert metrics_status == 200 and "whistle_updates_handled" in metrics_body
+    assert "whistle_tickets" not in metrics_body
+    assert (await get(whistle, "/healthz"))[0] == 200  # and recovers with the database
+
+
+async def test_healthz_fails_when_a_message_waits_too_long(whistle, api, people, clock):
+    """Telegram says "retry after an hour": the message stays pending and the lag grows."""
+    resident = people(9201, "Alice", "en")
+    api.fail_next("sendMessage", 429, "Too Many Requests: retry after 3600", retry_after=3600,
+                  count=5)
+    api.user_sends_text(resident.id, resident.id, "/start")
+    await api.wait_for(lambda: any(name == "sendMessage" for name, _ in api.requests),
+                       description="a refused send")
+    await api.wait_idle()
+    status, _, body = await get(whistle, "/healthz")
+    assert status == 200 and json.loads(body)["sender_lag_seconds"] == 0
+    clock.advance(seconds=MAX_SENDER_LAG.total_seconds() - 1)
+    status, _, body = await get(whistle, "/healthz")
+    assert status == 200 and json.loads(body)["sender_lag_seconds"] == MAX_SENDER_LAG.total_seconds() - 1
+    clock.advance(seconds=2)
+    status, _, body = await get(whistle, "/healthz")
+    answer = json.loads(body)
+    assert status == 503 and answer["status"] == "unhealthy"
+    assert answer["sender_lag_seconds"] == MAX_SENDER_LAG.total_seconds() + 1
+    metrics = await scrape(whistle)
+    assert metrics[("whistle_sender_lag_seconds", ())] == MAX_SENDER_LAG.total_seconds() + 1
+    assert metrics[("whistle_outbox_queue_depth", ())] >= 1
+
+
+async def test_metrics_match_the_database_after_a_report(whistle, api, people):
+    resident = people(9202, "Bob", "en")
+    await file_report(api, whistle, resident)
+    await file_report(api, whistle, resident, category="road", description="A deep pothole in the lane")
+    await settled(whistle, api)
+    await Scheduler(whistle.db, whistle.core, on_sweep=whistle.metrics.observe_sweep).sweep()
+    metrics = await scrape(whistle)
+
+    async def figures(session):
+        tickets = dict((await session.execute(select(Ticket.state, func.count())
+                                              .group_by(Ticket.state))).all())
+        outbox = dict((await session.execute(select(Outbox.state, func.count())
+                                             .group_by(Outbox.state))).all())
+        retried = await session.scalar(select(func.count()).select_from(Outbox)
+                                       .where(Outbox.attempts > 0))
+        inbox = await session.scalar(select(func.count()).select_from(Inbox))
+        return tickets, outbox, retried, inbox
+    tickets, outbox, retried, inbox = await whistle.db.run(figures)
+    assert sum(tickets.values()) == 2
+    for state, count in tickets.items():
+        assert metrics[("whistle_tickets", (("state", state),))] == count
+    assert metrics[("whistle_outbox_sent", ())] == outbox["sent"] > 0
+    assert metrics[("whistle_outbox_failed", ())] == outbox.get("failed", 0)
+    assert metrics[("whistle_outbox_uncertain", ())] == outbox.get("uncertain", 0)
+    assert metrics[("whistle_outbox_queue_depth", ())] == outbox.get("pending", 0) == 0
+    assert metrics[("whistle_outbox_retried", ())] == retried
+    assert metrics[("whistle_sender_lag_seconds", ())] == 0
+    handled = metrics[("whistle_updates_handled_total", (("channel", "telegram"), ("outcome", "handled")))]
+    assert handled == inbox >= 14  # two dialogues of at least seven steps
+    assert metrics[("whistle_sweep_duration_seconds_count", ())] == 1
+    assert metrics[("whistle_sweep_duration_seconds_sum", ())] > 0
+
+
+async def test_metrics_count_retries_and_failures(whistle, api, people):
+    resident = people(9203, "Carol", "en")
+    api.fail_next("sendMessage", 400, "Bad Request: chat not found", count=1)
+    api.user_sends_text(resident.id, resident.id, "/start")
+    await api.wait_for(lambda: any(name == "sendMessage" for name, _ in api.requests),
+                       description="a refused send")
+    await settled(whistle, api)
+    metrics = await scrape(whistle)
+    failed = await whistle.db.run(lambda s: s.scalar(
+        select(func.count()).select_from(Outbox).where(Outbox.state == "failed")))
+    assert metrics[("whistle_outbox_failed", ())] == failed == 1
+    assert metrics[("whistle_outbox_retried", ())] == 1  # its one try counts
+
+
+@pytest.fixture
+def log_lines():
+    """Capture the service's log lines as the JSON objects structlog renders."""
+    stream = io.StringIO()
+    root = logging.getLogger()
+    level = root.level
+    handler = configure_logging(LoggingConfig(format="json", level="DEBUG"), stream=stream)
+
+    def lines() -> list[dict]:
+        return [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
+    yield lines
+    root.removeHandler(handler)
+    root.setLevel(level)
+
+
+async def test_log_lines_carry_update_chat_and_ticket_ids(whistle, api, people, log_lines):
+    resident = people(9204, "Dan", "en")
+    filed = await file_report(api, whistle, resident)
+    lines = log_lines()
+    assert lines and all({"event", "level", "timestamp", "logger"} <= set(line) for line in lines)
+    handled = [line for line in lines if line["event"].startswith("update handled")]
+    assert len(handled) >= 7
+    assert all(line["chat_id"] == resident.id and line["user_id"] == resident.id
+               and isinstance(line["update_id"], int) for line in handled)
+    with_ticket = [line for line in handled if "ticket_id" in line]
+    assert with_ticket and {line["ticket_id"] for line in with_ticket} == {filed.id}
+    assert {line["ticket"] for line in with_ticket} == {filed.number}
+    # the ticket is forgotten with its update: earlier steps and later updates do not carry it
+    assert "ticket_id" not in handled[0]
+    after = len(log_lines())
+    last = api.bot_messages(resident.id)[-1]["message_id"]
+    api.user_sends_text(resident.id, resident.id, "/my")
+    await api.wait_message(resident.id, after=last)
+
+    def later() -> list[dict]:
+        return [line for line in log_lines()[after:] if line["event"].startswith("update handled")]
+    for _ in range(100):  # the line is written as the handler returns, maybe after the reply
+        if later():
+            break
+        await asyncio.sleep(0.05)
+    assert later() and all("ticket_id" not in line for line in later())
+
+
+async def test_console_format_renders_the_same_ids(whistle, api, people):
+    stream = io.StringIO()
+    root = logging.getLogger()
+    level = root.level
+    handler = configure_logging(LoggingConfig(format="console", level="DEBUG"), stream=stream)
+    try:
+        resident = people(9205, "Eve", "en")
+        api.user_sends_text(resident.id, resident.id, "/start")
+        await api.wait_message(resident.id)
+        for _ in range(100):  # written as the handler returns, maybe after the reply
+            if "update handled" in stream.getvalue():
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    text = stream.getvalue()
+    handled = [line for line in text.splitlines() if "update handled" in line]
+    assert handled and "chat_id=9205" in handled[0] and "update_id=" in handled[0]
+    assert not text.lstrip().startswith("{")

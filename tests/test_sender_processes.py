@@ -1,0 +1,299 @@
+"""Two senders — two processes in one test, each with its own database engine and Bot
+API client — share one database and a fake Telegram that enforces Telegram's limits
+(429 when exceeded). Together they must send nothing too fast, keep each chat's order,
+lose nothing through 5xx answers and timeouts, and never send a message twice."""
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import select, update
+from telegram import Bot
+from telegram.request import HTTPXRequest
+
+from bot.config import SenderConfig
+from bot.sender import Sender
+from bot.telegram_channel import TelegramChannel
+from conftest import TOKEN
+from models.db import Database
+from models.media import MediaStore
+from models.messages import OutMessage, Target, enqueue
+from models.tables import MessageRef, Outbox
+
+PRIVATES = list(range(7100, 7130))
+GROUPS = [-100101, -100102, -100103]
+
+
+class FastClock:
+    """The senders' domain clock, running 20× faster than real time, so backoffs of
+    seconds and leases of a minute pass quickly (the rate budgets use real time)."""
+
+    def __init__(self):
+        self.start = datetime(2026, 11, 23, 2, 0, tzinfo=timezone.utc)
+        self.t0 = time.monotonic()
+        self.skip = timedelta()
+
+    def __call__(self) -> datetime:
+        return self.start + timedelta(seconds=(time.monotonic() - self.t0) * 20) + self.skip
+
+
+def limits(**overrides) -> SenderConfig:
+    values = dict(per_second=30, private_per_second=1, private_burst=1, group_per_minute=20,
+                  group_burst=20, max_attempts=8, margin=0.02, lease_seconds=600)
+    return SenderConfig(**{**values, **overrides})
+
+
+class Process:
+    """What one bot process brings to sending: an engine, a Bot API client, a sender."""
+
+    def __init__(self, api, url: str, tmp_path, clock, name: str, config: SenderConfig):
+        self.db = Database(url)
+        request = HTTPXRequest(connection_pool_size=64, read_timeout=0.4, write_timeout=2,
+                               connect_timeout=2, pool_timeout=5)
+        self.bot = Bot(TOKEN, base_url=api.base_url, base_file_url=api.base_file_url,
+                       request=request)
+        channel = TelegramChannel(self.bot, self.db, MediaStore(tmp_path / name), clock)
+        self.sender = Sender(self.db, {"telegram": channel}, config, clock, owner=name)
+        self.db.on_commit(self.sender.wake)
+
+    async def __aenter__(self) -> "Process":
+        await self.bot.initialize()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.sender.stop()
+        await self.bot.shutdown()
+        await self.db.dispose()
+
+
+@pytest.fixture
+def world(api):
+    for user in PRIVATES:
+        api.add_user(user, f"u{user}", language_code="en")
+    return api
+
+
+async def queue(db: Database, clock, items: list[tuple[int, OutMessage]]) -> None:
+    async def fill(session):
+        for chat, message in items:
+            enqueue(session, Target("telegram", str(chat)), message, clock())
+    await db.run(fill)
+
+
+async def rows(db: Database) -> list[Outbox]:
+    return list(await db.run(lambda s: s.scalars(select(Outbox).order_by(Outbox.id))))
+
+
+async def settled(db: Database, timeout: float) -> list[Outbox]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        current = await rows(db)
+        if all(r.state != "pending" for r in current):
+            return current
+        await asyncio.sleep(0.1)
+    left = [(r.chat_id, r.attempts, r.error) for r in await rows(db) if r.state == "pending"]
+    raise AssertionError(f"{len(left)} messages still pending: {left[:5]}")
+
+
+def numbered(api, chat: int) -> list[int]:
+    """The sequence numbers of the test's messages in a chat, in the order shown."""
+    found = []
+    for message in api.bot_messages(chat):
+        match = re.fullmatch(r"m(\d+)", message.get("text", ""))
+        if match:
+            found.append(int(match.group(1)))
+    return found
+
+
+async def test_two_senders_share_the_limits_keep_order_and_lose_nothing(world, database_url,
+                                                                        tmp_path):
+    api, clock = world, FastClock()
+    api.enforce_limits(per_second=30, group_per_minute=20, private_per_second=1, private_burst=1)
+    plan = [(chat, n) for n in range(3) for chat in PRIVATES] + \
+           [(chat, n) for n in range(12) for chat in GROUPS]
+    async with Process(api, database_url, tmp_path, clock, "A", limits()) as a, \
+            Process(api, database_url, tmp_path, clock, "B", limits()) as b:
+        await queue(a.db, clock, [(chat, OutMessage(text=f"m{n}")) for chat, n in plan])
+        api.fail_next("sendMessage", 502, "Bad Gateway", count=4)
+        api.fail_next("sendMessage", 500, "Internal Server Error: restart", count=2)
+        api.delay_next("sendMessage", 1.0, count=3)  # answered after the clients gave up
+        started = time.monotonic()
+        a.sender.start()
+        b.sender.start()
+        done = await settled(a.db, timeout=60)
+        elapsed = time.monotonic() - started
+
+    states = [r.state for r in done]
+    assert api.rate_limited == 0
+    assert states.count("uncertain") == 3  # timed out after the request went out …
+    assert states.count("sent") == len(plan) - 3 and "failed" not in states
+    for chat in PRIVATES + GROUPS:
+        shown = numbered(api, chat)
+        assert shown == sorted(set(shown)), f"chat {chat}: out of order or twice: {shown}"
+        expected = 3 if chat > 0 else 12
+        assert len(shown) == expected, f"chat {chat}: {shown}"  # … yet shown once, never again
+    both = {r.error for r in done if r.state == "uncertain"}
+    assert all("timed out" in (e or "") for e in both)
+    assert sum(r.attempts for r in done) >= 6  # the 5xx answers were retried
+    # 3 messages per private chat at 1/s and 126 messages at 30/s overall take a while:
+    assert elapsed > 2.0
+
+
+async def test_the_bot_wide_budget_is_shared(world, database_url, tmp_path):
+    """Many chats at once: the two senders together never exceed 30 a second; each alone
+    would be allowed 30, so without sharing the fake would answer 429."""
+    api, clock = world, FastClock()
+    api.enforce_limits(per_second=30, group_per_minute=20, private_per_second=1, private_burst=1)
+    extra = list(range(7200, 7290))
+    for user in extra:
+        api.add_user(user, f"u{user}", language_code="en")
+    async with Process(api, database_url, tmp_path, clock, "A", limits()) as a, \
+            Process(api, database_url, tmp_path, clock, "B", limits()) as b:
+        await queue(a.db, clock, [(chat, OutMessage(text="m0")) for chat in extra])
+        started = time.monotonic()
+        a.sender.start()
+        b.sender.start()
+        await settled(a.db, timeout=30)
+        elapsed = time.monotonic() - started
+    assert api.rate_limited == 0
+    assert all(numbered(api, chat) == [0] for chat in extra)
+    assert elapsed > 2.0  # 90 messages at 30 a second: three windows at least
+
+
+async def test_a_leased_chat_is_left_to_its_process(world, database_url, tmp_path):
+    """While one process delivers a chat's head, the other sends nothing to that chat
+    (it would overtake or duplicate) but serves the other chats."""
+    api, clock = world, FastClock()
+    roomy = limits(private_burst=5)
+    async with Process(api, database_url, tmp_path, clock, "A", roomy) as a, \
+            Process(api, database_url, tmp_path, clock, "B", roomy) as b:
+        await queue(a.db, clock, [(7100, OutMessage(text="m0")), (7100, OutMessage(text="m1")),
+                                  (7101, OutMessage(text="m0"))])
+        [first, second] = await a.sender.due_rows()  # A leased both chats and is "sending"
+        assert [len(first), len(second)] == [2, 1]  # 7100's two rows in one run
+        await a.db.run(lambda s: s.execute(update(Outbox).where(  # as if A had sent m0 only
+            Outbox.id == first[1].row.id).values(lease_owner=None, lease_until=None)))
+        first.pop()
+        assert await b.sender.flush() == 0  # m1 waits behind m0, still A's
+        assert api.bot_messages(7100) == []
+        await asyncio.gather(*(a.sender._send(run) for run in (first, second)))
+        assert await b.sender.flush() == 1  # now B may take 7100's next one
+        assert numbered(api, 7100) == [0, 1] and numbered(api, 7101) == [0]
+        owners = {r.lease_owner for r in await rows(a.db)}
+        assert owners == {None}
+
+
+async def test_a_process_dying_mid_send(world, database_url, tmp_path):
+    """A lease that runs out unsettled: its process died between asking Telegram and
+    recording the answer. A new message may have been shown, so it becomes uncertain and
+    is not sent again; an edit in place is simply done again. The chat goes on after."""
+    api, clock = world, FastClock()
+    async with Process(api, database_url, tmp_path, clock, "B", limits()) as b:
+        first = await api_message(b, -100101, "card v1")
+        await b.db.run(lambda s: _ref(s, first))
+        await queue(b.db, clock, [(7100, OutMessage(text="m0")), (7100, OutMessage(text="m1")),
+                                  (-100101, OutMessage(text="card v2", ref="card:1", edit=True))])
+        dead_until = clock() + timedelta(seconds=60)
+        heads = [r.id for r in await rows(b.db) if r.payload["text"] in ("m0", "card v2")]
+        await b.db.run(lambda s: s.execute(update(Outbox).where(Outbox.id.in_(heads)).values(
+            lease_owner="dead:1", lease_until=dead_until)))
+        assert await b.sender.flush() == 0  # leases still running: hands off
+        clock.skip = timedelta(seconds=61)
+        await b.sender.flush()
+        await b.sender.flush()
+        done = {(r.chat_id, r.payload["text"]): r for r in await rows(b.db)}
+    assert done[("7100", "m0")].state == "uncertain"
+    assert "dead:1" in done[("7100", "m0")].error
+    assert done[("7100", "m1")].state == "sent"  # it was only waiting behind m0
+    assert numbered(api, 7100) == [1]
+    assert done[("-100101", "card v2")].state == "sent"
+    assert api.message(-100101, first)["text"] == "card v2"
+    assert b.sender.stats["uncertain"] >= 1
+
+
+async def api_message(process: Process, chat: int, text: str) -> int:
+    sent = await process.bot.send_message(chat, text)
+    return sent.message_id
+
+
+async def _ref(session, message_id: int) -> None:
+    session.add(MessageRef(ref="card:1", channel="telegram", chat_id="-100101",
+                           message_id=str(message_id),
+                           created_at=datetime(2026, 11, 23, tzinfo=timezone.utc)))
+
+
+async def test_timed_out_edits_are_retried_and_new_messages_are_not(world, database_url,
+                                                                    tmp_path):
+    api, clock = world, FastClock()
+    async with Process(api, database_url, tmp_path, clock, "A", limits()) as a:
+        first = await api_message(a, -100102, "board v1")
+        await a.db.run(lambda s: _board(s, first))
+        await queue(a.db, clock, [(-100102, OutMessage(text="board v2", ref="board", edit=True)),
+                                  (7101, OutMessage(text="m0"))])
+        api.delay_next("editMessageText", 1.0)
+        api.delay_next("sendMessage", 1.0)
+        a.sender.start()
+        done = {r.chat_id: r for r in await settled(a.db, timeout=20)}
+    assert done["-100102"].state == "sent" and done["-100102"].attempts == 1
+    assert api.message(-100102, first)["text"] == "board v2"
+    assert done["7101"].state == "uncertain"
+    assert numbered(api, 7101) == [0]  # shown once: the timeout came after Telegram had it
+    edits = [p for name, p in api.requests if name == "editMessageText"]
+    assert len(edits) == 2
+
+
+async def _board(session, message_id: int) -> None:
+    session.add(MessageRef(ref="board", channel="telegram", chat_id="-100102",
+                           message_id=str(message_id),
+                           created_at=datetime(2026, 11, 23, tzinfo=timezone.utc)))
+
+
+async def test_a_refused_connection_is_retried_not_uncertain(world, database_url, tmp_path):
+    """Nothing reached Telegram (the connection was refused): sending again cannot make a
+    duplicate, so it is a plain retry."""
+    api, clock = world, FastClock()
+    async with Process(api, database_url, tmp_path, clock, "A", limits(private_burst=5)) as a:
+        await queue(a.db, clock, [(7100, OutMessage(text="m0"))])
+        a.bot._base_url = "http://127.0.0.1:9/bot" + TOKEN  # nothing listens on port 9
+        assert await a.sender.flush() == 1
+        row = (await rows(a.db))[0]
+        assert (row.state, row.attempts) == ("pending", 1)
+        assert "network" in row.error or "timed out" in row.error
+        a.bot._base_url = api.base_url + TOKEN
+        clock.skip = timedelta(seconds=5)
+        assert await a.sender.flush() == 1
+    assert (await rows_state(database_url)) == ["sent"]
+    assert numbered(api, 7100) == [0]
+
+
+async def rows_state(url: str) -> list[str]:
+    db = Database(url)
+    try:
+        return [r.state for r in await rows(db)]
+    finally:
+        await db.dispose()
+
+
+async def test_the_fake_enforces_the_limits(world, tmp_path, database_url):
+    """The checks above mean something: sending without budgets gets 429s."""
+    api = world
+    api.enforce_limits(per_second=30, group_per_minute=20, private_per_second=1, private_burst=1)
+    async with Process(api, database_url, tmp_path, FastClock(), "A", limits()) as a:
+        assert [await _try(a.bot, 7100) for _ in range(2)] == [True, False]  # 1 a second
+        group = [await _try(a.bot, -100101) for _ in range(21)]
+        assert group == [True] * 20 + [False]  # 20 a minute in a group
+        api.enforce_limits(per_second=3, group_per_minute=20, private_per_second=1)
+        burst = [await _try(a.bot, chat) for chat in PRIVATES[1:5]]
+        assert burst == [True, True, True, False]  # the bot's own limit
+    assert api.rate_limited == 3
+
+
+async def _try(bot, chat: int) -> bool:
+    try:
+        await bot.send_message(chat, "x")
+        return True
+    except Exception:
+        return False
