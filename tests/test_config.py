@@ -189,7 +189,7 @@ def test_run_without_a_token_explains_botfather_then_serves_the_sandbox(tmp_path
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
         try:
-            out, err = process.communicate(timeout=20)
+            out, err = process.communicate(timeout=60)  # a loaded machine starts slowly
         except subprocess.TimeoutExpired:
             process.kill()
             out, err = process.communicate()

@@ -236,7 +236,7 @@ async def test_report_in_the_command_centre_sends_text_charts_and_workbook(
     assert document["document"]["file_name"] == "whistle-report-demo-2026-11.xlsx"
     assert messages.index(document) > messages.index(photos[-1]) > summary
     data = api.file_bytes(document["document"]["file_id"])
-    assert open_book(data)["District"]["C2"].value == 7
+    assert open_book(data).worksheets[0]["C2"].value == 7  # the district sheet comes first
     image = Image.open(io.BytesIO(api.file_bytes(photos[0]["photo"][-1]["file_id"])))
     assert image.size == (1000, 600)
     assert group_text(whistle, "Received {received}; claimed on time {met} of {due} due — "
