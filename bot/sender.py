@@ -134,6 +134,14 @@ class Sender:
                 self._task.cancel()
                 await asyncio.wait([self._task])
             self._task = None
+        # Sends still running after that are cancelled now, while the database is still
+        # open (their leases run out and are settled by the next start); left running,
+        # they would outlive the service and its connections.
+        leftovers = [t for t in (*self._sends, self._settler) if t is not None and not t.done()]
+        for task in leftovers:
+            task.cancel()
+        if leftovers:
+            await asyncio.wait(leftovers, timeout=5)
 
     async def _loop(self) -> None:
         try:
