@@ -144,6 +144,7 @@ class Whistle:
             await self.wecom.drain()  # callbacks being handled finish and queue their answers
         if self.scheduler is not None:
             self.scheduler.stop()
+            await self.scheduler.drain()
         if self.application is not None:
             if self.application.updater.running:
                 await self.application.updater.stop()

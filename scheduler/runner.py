@@ -4,7 +4,9 @@
 while the process was down runs at start (each claims its period once)."""
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
@@ -16,12 +18,26 @@ from models.db import Database
 from .jobs import monthly_missed, run_digest, run_monthly_report, run_retention, run_sweep
 
 
+def _tracked(job: Callable[["Scheduler"], Awaitable[None]]):
+    """Remember the task running a job while it runs."""
+    @functools.wraps(job)
+    async def run(self: "Scheduler") -> None:
+        task = asyncio.current_task()
+        self._jobs.add(task)
+        try:
+            await job(self)
+        finally:
+            self._jobs.discard(task)
+    return run
+
+
 class Scheduler:
     def __init__(self, db: Database, core: Core,
                  on_sweep: Callable[[float], None] | None = None):
         """``on_sweep(seconds)`` hears how long each sweep took (the metrics histogram)."""
         self.db, self.core, self.on_sweep = db, core, on_sweep
         self._scheduler = AsyncIOScheduler(timezone=core.config.tz)
+        self._jobs: set[asyncio.Task] = set()  # jobs running now, so stopping can wait for them
 
     def start(self) -> None:
         schedule = self.core.config.schedule
@@ -53,18 +69,35 @@ class Scheduler:
         local = self.core.local(self.core.now())
         return local.time() >= self.core.config.schedule.digest_time
 
+    @_tracked
     async def sweep(self) -> None:
         await run_sweep(self.db, self.core, self.core.now(), observe=self.on_sweep)
 
+    @_tracked
     async def digest(self) -> None:
         await run_digest(self.db, self.core, self.core.now())
 
+    @_tracked
     async def monthly_report(self) -> None:
         await run_monthly_report(self.db, self.core, self.core.now())
 
+    @_tracked
     async def retention(self) -> None:
         await run_retention(self.db, self.core, self.core.now())
 
     def stop(self) -> None:
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
+
+    async def drain(self, timeout: float = 30.0) -> None:
+        """Wait for jobs still running (a report being rendered), then cancel the rest:
+        none may outlive the database it uses."""
+        running = [task for task in self._jobs if not task.done()]
+        if not running:
+            return
+        _, late = await asyncio.wait(running, timeout=timeout)
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.wait(late, timeout=5)
+
