@@ -273,8 +273,8 @@ async def test_emergency_claim_onsite_and_resolve_in_calendar_time(whistle, api,
     assert (onsite.stage, onsite.met, onsite.next_at) == ("breached", False, None)
 
     clock.now = local(2026, 11, 23, 10, 35)
-    card = api.message(G01_CHAT, filed.card["message_id"])
-    assert f"onsite:{filed.id}" in buttons(card)
+    # The claim's card edit goes through the sender: wait for it, don't read it at once.
+    await api.wait_message(G01_CHAT, contains=filed.number, predicate=has_button(f"onsite:{filed.id}"))
     answer = await press(api, CHIEF_G01, G01_CHAT, filed.card["message_id"], f"onsite:{filed.id}")
     assert not answer.get("show_alert"), answer
     assert "onsite" in await event_kinds(whistle, filed.id)

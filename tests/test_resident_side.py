@@ -199,12 +199,16 @@ class Staff:
         msgs = self.api.messages(self.chat)
         return msgs[-1]["message_id"] if msgs else 0
 
-    async def card(self, ticket: Ticket) -> dict:
-        """The ticket's card as first posted in this chat (with its claim or route button)."""
+    async def card(self, ticket: Ticket, needs: str | None = None) -> dict:
+        """The ticket's card in this chat once it shows the ``needs`` button.
+
+        By default the claim or route button of a fresh card. Card edits go through the sender,
+        so a step after a claim waits for the button it is about to press.
+        """
+        wanted = (f"{needs}:{ticket.id}",) if needs else (f"claim:{ticket.id}", f"route:{ticket.id}")
         return await self.api.wait_message(self.chat, contains=f"#{ticket.number}",
                                            predicate=lambda m: any(
-                                               d in (f"claim:{ticket.id}", f"route:{ticket.id}")
-                                               for d in all_button_data(m)))
+                                               d in wanted for d in all_button_data(m)))
 
     async def press(self, message_id: int, data: str) -> dict:
         query = self.api.user_presses(self.id, self.chat, message_id, data)
@@ -236,13 +240,13 @@ class Staff:
         return group_text(self.whistle, "Recorded for #{number}.", number=number)
 
     async def note(self, ticket: Ticket, action: str, text: str) -> None:
-        card = await self.card(ticket)
+        card = await self.card(ticket, needs=action)
         prompt = await self.prompt(card["message_id"], f"{action}:{ticket.id}", ticket.number)
         await self.reply(prompt, text, self.recorded(ticket.number))
 
     async def close(self, ticket: Ticket, reason: str, text: str) -> None:
         """Close… → the reason menu → cr:<id>.<reason> → the note."""
-        card = await self.card(ticket)
+        card = await self.card(ticket, needs="close")
         after = self.last_id()
         answer = await self.press(card["message_id"], f"close:{ticket.id}")
         assert not answer["show_alert"], answer
@@ -255,7 +259,7 @@ class Staff:
         await self.reply(prompt, text, self.recorded(ticket.number))
 
     async def merge(self, duplicate: Ticket, original: Ticket) -> None:
-        card = await self.card(duplicate)
+        card = await self.card(duplicate, needs="dup")
         prompt = await self.prompt(card["message_id"], f"dup:{duplicate.id}", duplicate.number)
         await self.reply(prompt, original.number, self.recorded(duplicate.number))
 
