@@ -15,10 +15,13 @@ Definitions (every report carries a unique description, so tickets can be matche
   recorded *sent* whose message the fake server never received.
 - **duplicate ticket**: two tickets with the same description.
 - **duplicate message**: a (chat, text) delivered more often than the outbox has rows for
-  it that are sent or uncertain; only rows recorded *uncertain* may be delivered twice
-  (the target is 0 duplicates beyond those).
-- **uncertain**: rows the sender recorded as uncertain (a kill between the request and
-  recording its answer); reported with how many of them did arrive.
+  it that are sent or uncertain; only rows recorded *uncertain*, or sent again after a
+  kill (their ``doubt`` is set), may be delivered twice (the target is 0 duplicates
+  beyond those).
+- **uncertain**: rows the sender recorded as uncertain (a read timeout); reported with
+  how many of them did arrive. **sent again**: rows a killed process had leased and not
+  settled, which the next sender sent again with their ``doubt``; reported with how many
+  showed twice.
 - **unanswered steps**: dialogue steps not answered within ``--patience`` (default 90 s, longer
   than the sender's 60-second lease that a killed process leaves on its chats), e.g. an update
   lost in the kill (python-telegram-bot
@@ -155,6 +158,7 @@ async def reconcile(db: Database, api, load: Load) -> dict:
     expected: Counter = Counter()
     sent: Counter = Counter()
     uncertain: Counter = Counter()
+    doubted: Counter = Counter()  # sent again after a kill: may show twice
     states = Counter(row.state for row in rows)
     for row in rows:
         payload = row.payload or {}
@@ -166,20 +170,25 @@ async def reconcile(db: Database, api, load: Load) -> dict:
         key = (row.chat_id, text)
         if row.state == "sent":
             sent[key] += 1
+            if row.doubt:
+                doubted[key] += 1
         elif row.state == "uncertain":
             uncertain[key] += 1
     figures["outbox rows"] = len(rows)
     figures["outbox pending/failed at the end"] = states["pending"] + states["failed"]
     figures["outbox uncertain"] = states["uncertain"]
-    lost_sent = dup = uncertain_arrived = 0
+    figures["outbox sent again after a kill (doubt)"] = sum(1 for row in rows if row.doubt)
+    lost_sent = dup = uncertain_arrived = twice = 0
     for key in set(sent) | set(uncertain) | set(delivered):
-        got, s, u = delivered[key], sent[key], uncertain[key]
+        got, s, u, d = delivered[key], sent[key], uncertain[key], doubted[key]
         if got < s:
             lost_sent += s - got
         uncertain_arrived += max(0, min(u, got - s))
-        if got > s + u:
-            dup += got - s - u
+        twice += max(0, min(d, got - s - u))
+        if got > s + u + d:
+            dup += got - s - u - d
     figures["sent rows never received"] = lost_sent
+    figures["sent-again rows that showed twice"] = twice
     unsure = [(row.chat_id, (row.payload or {}).get("text") or "") for row in rows if row.state == "uncertain"]
     no_answer = [t.number for t in tickets if answers[t.number] == 0]
     no_card = [t.number for t in tickets if grid_chat[t.number] is not None and cards[t.number] == 0]
@@ -188,7 +197,7 @@ async def reconcile(db: Database, api, load: Load) -> dict:
     figures["  lost cards recorded uncertain"] = sum(
         1 for n in no_card if any(f"#{n}" in text for _, text in unsure))
     figures["uncertain rows that did arrive"] = uncertain_arrived
-    figures["duplicate messages beyond uncertain"] = dup
+    figures["duplicate messages beyond uncertain and sent-again"] = dup
     figures["unanswered steps repeated"] = sum(r.retried for r in load.residents)
     figures["dialogues abandoned (no answer twice)"] = len(load.stuck)
     return figures

@@ -48,7 +48,8 @@ class Whistle:
         """``web_ref``: a web server someone else runs (the sandbox) serves this service's
         faces; without it the service runs its own when ``[web] enabled``."""
         self.config = config
-        self.db = Database(config.database.url)
+        self.db = Database(config.database.url, config.database.pool_size,
+                           config.database.max_overflow)
         self.i18n = I18n(config.default_locale)
         self.media = MediaStore(config.media_dir)
         self.core = Core(config=config, i18n=self.i18n, router=Router([]), media=self.media,

@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from sqlalchemy import delete, select, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models.limits import bump
 from models.tables import RateCounter
 
 PREFIX = "send:"
@@ -104,14 +105,27 @@ class Ledger:
         self.spent[key] = self.spent.get(key, 0) + amount
 
 
-async def record(session: AsyncSession, windows: dict[str, Window], amount: int,
+async def record(session: AsyncSession, spent: list[tuple[dict[str, Window], int]],
                  now: float, margin: float) -> None:
-    """Count a message in its windows at ``now``, the time its answer came back."""
-    for key, window in windows.items():
-        start = math.floor(now / window.slot) * window.slot
-        expires = datetime.fromtimestamp(start + window.slot + window.seconds + margin + 1,
-                                         timezone.utc)
-        await bump(session, PREFIX + key, _period(start), expires, amount, read=False)
+    """Count messages in their windows at ``now``, the time their answers came back: one
+    upsert for a whole batch (``spent``: each message's windows and cost)."""
+    counts: dict[tuple[str, str], list] = {}
+    for windows, amount in spent:
+        for key, window in windows.items():
+            start = math.floor(now / window.slot) * window.slot
+            expires = datetime.fromtimestamp(start + window.slot + window.seconds + margin + 1,
+                                             timezone.utc)
+            slot = counts.setdefault((PREFIX + key, _period(start)), [0, expires])
+            slot[0] += amount
+    if not counts:
+        return
+    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+    statement = insert(RateCounter).values([
+        {"key": key, "period": period, "count": count, "expires_at": expires}
+        for (key, period), (count, expires) in counts.items()])
+    await session.execute(statement.on_conflict_do_update(
+        index_elements=["key", "period"],
+        set_={"count": RateCounter.count + statement.excluded.count}))
 
 
 async def prune(session: AsyncSession, now: float) -> None:

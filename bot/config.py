@@ -165,6 +165,10 @@ class LoggingConfig(Strict):
 
 class DatabaseConfig(Strict):
     url: str = "sqlite+aiosqlite:///var/whistle.db"
+    # PostgreSQL connections per process: up to 64 updates are handled at once, each in
+    # its own short transaction, beside the sender and the scheduler (SQLite: unused)
+    pool_size: int = Field(10, ge=1)
+    max_overflow: int = Field(30, ge=0)
 
 
 class IntakeConfig(Strict):
@@ -188,6 +192,7 @@ class SenderConfig(Strict):
     # messages in any ``burst / rate`` seconds, the bot ``per_second`` in any second.
     margin: float = Field(0.02, ge=0, le=5)  # seconds added to each window (clock granularity)
     lease_seconds: float = Field(60, ge=5)  # a process delivers a chat's head this long at most
+    concurrency: int = Field(16, ge=1, le=200)  # chats one process sends to at once
     alert_minutes: float = Field(60, gt=0)  # at most one failure alert per chat this often
 
 

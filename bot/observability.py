@@ -176,7 +176,8 @@ class _DatabaseCollector(Collector):
                 ("whistle_outbox_sent", "sent", "Messages delivered (rows in the outbox)"),
                 ("whistle_outbox_failed", "failed", "Messages given up on (refused, or too many tries)"),
                 ("whistle_outbox_uncertain", "uncertain",
-                 "Messages whose fate is unknown: Telegram may have accepted them, the answer was lost"),
+                 "Messages that may not have arrived or may show twice: the answer was lost, "
+                 "or they were sent again after a crash"),
                 ("whistle_outbox_queue_depth", "pending", "Messages waiting to be sent")):
             yield GaugeMetricFamily(name, help_text, value=outbox.get(state, 0))
         yield GaugeMetricFamily("whistle_outbox_retried",
@@ -194,12 +195,17 @@ class _DatabaseCollector(Collector):
 async def _read_figures(session, now: datetime) -> dict[str, Any]:
     outbox: dict[str, int] = {}
     retried = 0
+    doubted = 0
     rows = await session.execute(select(
-        Outbox.state, func.count(), func.sum(case((Outbox.attempts > 0, 1), else_=0)))
+        Outbox.state, func.count(), func.sum(case((Outbox.attempts > 0, 1), else_=0)),
+        func.sum(case((Outbox.doubt.is_not(None) & (Outbox.state != "uncertain"), 1), else_=0)))
         .group_by(Outbox.state))
-    for state, count, with_retries in rows:
+    for state, count, with_retries, with_doubt in rows:
         outbox[state] = count
         retried += int(with_retries or 0)
+        doubted += int(with_doubt or 0)
+    # sent again after a crash: they may show twice, so they count as uncertain too
+    outbox["uncertain"] = outbox.get("uncertain", 0) + doubted
     tickets = dict((await session.execute(
         select(Ticket.state, func.count()).group_by(Ticket.state))).all())
     return {"outbox": outbox, "retried": retried, "tickets": tickets,

@@ -12,7 +12,12 @@ of processes sharing one database.
   told once per chat per incident); or *uncertain*: the request went out but its answer
   was lost, so Telegram may have shown it — a new message is then not sent again (a
   duplicate is worse than a gap the admins can see), an edit in place is retried.
-  A lease that ran out unsettled (its process died mid-send) is uncertain the same way."""
+- **After a crash.** A lease that ran out unsettled means its process died mid-send,
+  most likely before the request left (a pass leases many rows at once). The message is
+  sent again rather than lost, and a new one is marked with its ``doubt`` (counted with
+  the uncertain ones: it may show twice).
+- **Few transactions.** A pass reads the oldest pending rows once and leases whole runs;
+  outcomes arriving together are recorded in one transaction of a few statements."""
 from __future__ import annotations
 
 import asyncio
@@ -26,20 +31,23 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from bot.budget import Ledger, Window, lock_and_now, prune as prune_budgets, record
 from bot.config import SenderConfig
 from models import failures, limits
 from models.db import Database
 from models.messages import OutMessage
-from models.tables import Outbox
+from models.tables import MessageRef, Outbox
 
 if TYPE_CHECKING:
     from models.context import Core
 
 log = logging.getLogger(__name__)
-BATCH = 200
+BATCH = 200  # chats one pass may lease (fewer when sends are in flight: ``concurrency``)
+WINDOW = 2000  # pending rows one pass reads, oldest first
 RUN = 10  # a chat's due messages one process takes at a time, sent one after the other
 SETTLE_TRIES = 8
 PRUNE_EVERY = 10.0  # seconds between deletions of counters that no longer count
@@ -68,7 +76,7 @@ class Channel(Protocol):
 
     def is_group(self, chat_id: str) -> bool: ...
 
-    async def deliver(self, row: Outbox, message: OutMessage) -> None: ...
+    async def deliver(self, row: Outbox, message: OutMessage) -> "Posted | None": ...
 
     # optional: ``cost(message)`` API calls a row may take (default 1), and
     # ``windows(chat_id)`` budgets other than Telegram's
@@ -85,6 +93,60 @@ class Claim:
     message: OutMessage
     windows: dict[str, Window]
     cost: int
+    doubt: str | None = None  # sent again after its sender died: it may show twice
+
+
+@dataclass
+class Plan:
+    """What one pass may lease, read from the oldest pending rows: per chat, its head and
+    the due rows behind it (``runs``, oldest chat first), and the rows others (or this
+    process) are delivering now (``flying``, they hold budget). ``more``: rows were left
+    behind a chat that is busy, so a finished send should look again."""
+
+    runs: list[list[int]]
+    flying: list[int]
+    more: bool
+
+    @classmethod
+    def of(cls, queue, now: datetime, owner: str, slots: int = BATCH) -> "Plan":
+        runs: dict[tuple[str, str], list[int]] = {}
+        closed: dict[tuple[str, str], bool] = {}  # nothing more this pass; True: look again soon
+        flying: list[int] = []
+        more = False
+        for row_id, channel, chat_id, next_try_at, lease_owner, lease_until in queue:
+            key = (channel, chat_id)
+            # our own leases are settled by our own tasks, however late (the business
+            # clock may jump, as in tests); only another process's can run out
+            if lease_owner is not None and (lease_owner == owner or lease_until is None
+                                            or lease_until >= now):
+                flying.append(row_id)
+                runs.pop(key, None)  # out of order if it had a run: leave it to its sender
+                closed[key] = True  # what is behind goes when this send is done
+            elif key in closed:
+                more = more or closed[key]
+            elif key not in runs:  # the chat's head; with an expired lease, its sender died
+                if len(runs) >= slots:
+                    closed[key] = more = True  # every slot is taken: when one is free
+                elif next_try_at > now:
+                    closed[key] = False  # not due yet: the loop's timer looks again
+                else:
+                    runs[key] = [row_id]
+            elif len(runs[key]) >= RUN:
+                closed[key] = more = True
+            elif next_try_at > now:
+                closed[key] = False
+            else:
+                runs[key].append(row_id)
+        return cls(list(runs.values()), flying, more)
+
+
+@dataclass
+class Posted:
+    """A channel's answer to a new message that shows ``ref`` (a ticket's card): the
+    sender remembers its id with the outcome, so later edits go to it."""
+
+    ref: str
+    message_id: str
 
 
 @dataclass
@@ -92,6 +154,33 @@ class Outcome:
     claim: Claim
     changes: dict
     alert: str | None  # tell the admins: why it failed
+    posted: Posted | None = None
+
+
+# settling one row: every column an outcome may change (executed for many rows at once)
+SETTLE = (update(Outbox.__table__).where(Outbox.__table__.c.id == bindparam("row_id"))
+          .values(state=bindparam("state"), attempts=bindparam("attempts"),
+                  error=bindparam("error"), next_try_at=bindparam("next_try_at"),
+                  sent_at=bindparam("sent_at"), lease_owner=None, lease_until=None))
+
+
+def _settled(outcome: Outcome) -> dict:
+    row = outcome.claim.row
+    values = {"state": row.state, "attempts": row.attempts, "error": row.error,
+              "next_try_at": row.next_try_at, "sent_at": row.sent_at} | outcome.changes
+    return {"row_id": row.id, **values}
+
+
+async def remember(session, posted: dict[tuple[str, str, str], str], now: datetime) -> None:
+    """Which message shows each ref now (one upsert for the batch)."""
+    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+    statement = insert(MessageRef).values([
+        {"channel": channel, "chat_id": chat_id, "ref": ref, "message_id": message_id,
+         "created_at": now} for (channel, chat_id, ref), message_id in posted.items()])
+    await session.execute(statement.on_conflict_do_update(
+        index_elements=["ref", "channel", "chat_id"],
+        set_={"message_id": statement.excluded.message_id,
+              "created_at": statement.excluded.created_at}))
 
 
 class Sender:
@@ -110,6 +199,8 @@ class Sender:
         self._settler: asyncio.Task | None = None
         self._running = False
         self._pause = 1.0  # how long the loop may sleep after the last pass
+        self._more = False  # the last pass left rows behind a send in flight
+        self._waiting = False  # the loop sleeps until woken (or its pause is over)
         self._pruned = 0.0
         self.idle = asyncio.Event()
 
@@ -158,15 +249,18 @@ class Sender:
                     task = asyncio.create_task(self._send(run))
                     self._sends.add(task)
                     task.add_done_callback(self._sent)
-                if claims:
-                    continue
-                if not self._sends:
+                # What this pass left waits for a commit, a finished send (``_more``) or
+                # the budget (``_pause``): looking again at once would find the same.
+                self._waiting = True
+                if not self._sends and not self._wake.is_set():
                     self.idle.set()
                 try:
                     async with asyncio.timeout(max(self._pause, 0.01)):
                         await self._wake.wait()
                 except TimeoutError:
                     pass
+                finally:
+                    self._waiting = False
                 self.idle.clear()
         finally:
             if self._sends:  # drain: a message Telegram accepted must not stay pending
@@ -174,7 +268,10 @@ class Sender:
 
     def _sent(self, task: asyncio.Task) -> None:
         self._sends.discard(task)
-        self._wake.set()  # the chat's next row may go now
+        if self._more:
+            self._wake.set()  # a chat's next row may go now
+        elif not self._sends and self._waiting and not self._wake.is_set():
+            self.idle.set()  # the last send of the last pass is done, nothing new came
         if not task.cancelled() and task.exception() is not None:
             log.error("sending a run failed; its rows wait for their lease to run out",
                       exc_info=task.exception())
@@ -201,102 +298,113 @@ class Sender:
     async def due_rows(self) -> list[list[Claim]]:
         """Lease the head row of each chat that is due and within every budget, with up
         to ``RUN`` due rows behind it — one short transaction, holding the budget lock.
-        Each chat's run is then sent in order by one task. Orphans (a head whose lease ran
-        out unsettled) of new messages become uncertain instead of being sent again."""
+        Each chat's run is then sent in order by one task.
+
+        The pass reads only the oldest ``WINDOW`` pending rows (through the pending index):
+        a chat's head is older than the rest of its queue, so every chat seen there is seen
+        from its head on, and rows leased by anyone are always among them (rows only ever
+        leave the queue ahead of a lease). A head whose lease ran out unsettled was being
+        sent when its process died: it is sent again (an edit in place simply is; a new
+        message is marked with its doubt, as it may show twice)."""
         now = self.clock()
         self._pause = 1.0
 
         async def claim(session) -> list[list[Claim]]:
             wall = await lock_and_now(session)
-            heads = (select(func.min(Outbox.id)).where(Outbox.state == "pending")
-                     .group_by(Outbox.channel, Outbox.chat_id))
-            rows = list(await session.scalars(select(Outbox).where(
-                Outbox.id.in_(heads), Outbox.next_try_at <= now,
-                Outbox.channel.in_(list(self.channels)),
-                or_(Outbox.lease_until.is_(None), Outbox.lease_until < now),
-                # our own leases are settled by our own tasks, however late (the business
-                # clock may jump, as in tests); only another process's can be orphaned
-                or_(Outbox.lease_owner.is_(None), Outbox.lease_owner != self.owner))
-                .order_by(Outbox.id).limit(BATCH)))
-            flying = list(await session.execute(select(Outbox.channel, Outbox.chat_id,
-                                                       Outbox.payload).where(
-                Outbox.lease_owner.is_not(None), Outbox.lease_until >= now,
-                Outbox.channel.in_(list(self.channels)))))
-            if not rows:
-                return []
-            ledger = Ledger(session, wall, self.config.margin)
-            await ledger.load({key: window for channel, chat_id in
-                               {(r[0], r[1]) for r in flying} | {(r.channel, r.chat_id) for r in rows}
-                               for key, window in self.windows(self.channels[channel],
-                                                               chat_id).items()})
-            for channel, chat_id, payload in flying:  # leased, not yet answered: they hold budget
-                windows = self.windows(self.channels[channel], chat_id)
-                cost = self._cost(self.channels[channel], OutMessage.from_payload(payload), windows)
-                for key in windows:
-                    ledger.spend(key, cost)
-            chosen: list[list[Claim]] = []
-            for row in rows:
+            queue = (await session.execute(select(
+                Outbox.id, Outbox.channel, Outbox.chat_id, Outbox.next_try_at,
+                Outbox.lease_owner, Outbox.lease_until).where(
+                Outbox.state == "pending", Outbox.channel.in_(list(self.channels)))
+                .order_by(Outbox.id).limit(WINDOW))).all()
+            plan = Plan.of(queue, now, self.owner, self._slots())
+            self._more = plan.more or len(queue) == WINDOW
+            if plan.runs:
+                chosen = await self._choose(session, plan, wall, now)
+            else:
+                chosen = []
+            if wall - self._pruned > PRUNE_EVERY:
+                self._pruned = wall
+                await prune_budgets(session, wall)
+                await limits.prune(session, now)
+            return chosen
+        return await self.db.run(claim, urgent=True)
+
+    def _slots(self) -> int:
+        """Runs this process may start now: a bounded number of sends at once keeps the
+        HTTP client's pool small (its cost per request grows with open connections)."""
+        return max(0, min(BATCH, self.config.concurrency - len(self._sends)))
+
+    async def _choose(self, session, plan: "Plan", wall: float, now: datetime) -> list[list[Claim]]:
+        """Within the budgets (in-flight messages hold theirs), which of the planned runs go
+        now; leases them."""
+        rows = {row.id: row for row in await session.scalars(select(Outbox).where(
+            Outbox.id.in_([*plan.flying, *(i for run in plan.runs for i in run)])))}
+        flying = []
+        for row_id in plan.flying:
+            row = rows.get(row_id)
+            if row is None:  # settled meanwhile (an SQLite reader sees no later commit)
+                continue
+            try:
+                windows = self.windows(self.channels[row.channel], row.chat_id)
+                cost = self._cost(self.channels[row.channel], OutMessage.from_payload(row.payload),
+                                  windows)
+            except Exception:
+                continue  # it will be marked unsendable as a head
+            flying.append((windows, cost))
+        ledger = Ledger(session, wall, self.config.margin)
+        await ledger.load({key: window for run in plan.runs if run[0] in rows
+                           for key, window in self.windows(self.channels[rows[run[0]].channel],
+                                                           rows[run[0]].chat_id).items()}
+                          | {key: window for windows, _ in flying for key, window in windows.items()})
+        for windows, cost in flying:
+            for key in windows:
+                ledger.spend(key, cost)
+        chosen: list[list[Claim]] = []
+        doubted: list[tuple[int, str]] = []
+        for run_ids in plan.runs:
+            run: list[Claim] = []
+            for row_id in run_ids:
+                row = rows.get(row_id)
+                if row is None:
+                    break
                 channel = self.channels[row.channel]
                 try:
                     message = OutMessage.from_payload(row.payload)
                     windows = self.windows(channel, row.chat_id)
                     cost = self._cost(channel, message, windows)
                 except Exception as exc:  # one bad row must not stop every pass
-                    await self._unsendable(session, row, exc)
-                    continue
-                if row.lease_owner is not None and not idempotent(message):
-                    await self._orphaned(session, row)
-                    continue
+                    if not run:
+                        await self._unsendable(session, row, exc)
+                    break  # behind a run: it will be the head, and marked, in its turn
                 short = [key for key in windows if ledger.room(key) < cost]
                 if short:
-                    self._pause = min(self._pause, max(ledger.free_in(k) for k in short))
-                    continue
+                    if not run:
+                        self._pause = min(self._pause, max(ledger.free_in(k) for k in short))
+                    else:
+                        self._more = True
+                    break  # order: nothing may jump the row that has to wait
                 for key in windows:
                     ledger.spend(key, cost)
-                chosen.append([Claim(row, message, windows, cost)])
-            await self._extend(session, ledger, chosen, now)
-            if chosen:  # under the lock nobody else can lease these rows meanwhile
-                await session.execute(update(Outbox).where(
-                    Outbox.id.in_([c.row.id for run in chosen for c in run])).values(
-                    lease_owner=self.owner,
-                    lease_until=now + timedelta(seconds=self.config.lease_seconds)))
-            if wall - self._pruned > PRUNE_EVERY:
-                self._pruned = wall
-                await prune_budgets(session, wall)
-                await limits.prune(session, now)
-            return chosen
-        return await self.db.run(claim)
-
-    async def _extend(self, session, ledger: Ledger, runs: list[list[Claim]],
-                      now: datetime) -> None:
-        """Add to each chat's run the due rows queued behind its head, while the budgets
-        allow (fewer transactions per message when a chat has a backlog)."""
-        if not runs:
-            return
-        heads = {(run[0].row.channel, run[0].row.chat_id): run for run in runs}
-        behind = await session.scalars(select(Outbox).where(
-            Outbox.state == "pending", Outbox.chat_id.in_([chat for _, chat in heads]),
-            Outbox.id.not_in([run[0].row.id for run in runs])).order_by(Outbox.id))
-        closed: set[tuple[str, str]] = set()
-        for row in behind:
-            key = (row.channel, row.chat_id)
-            run = heads.get(key)
-            if run is None or key in closed:
-                continue
-            try:
-                message = OutMessage.from_payload(row.payload)
-                windows = run[0].windows
-                cost = self._cost(self.channels[row.channel], message, windows)
-            except Exception:
-                closed.add(key)  # it will be the head, and marked unsendable, in its turn
-                continue
-            if (len(run) >= RUN or row.next_try_at > now
-                    or any(ledger.room(k) < cost for k in windows)):
-                closed.add(key)  # order: nothing may jump the row that has to wait
-                continue
-            for k in windows:
-                ledger.spend(k, cost)
-            run.append(Claim(row, message, windows, cost))
+                doubt = None
+                # a run goes out back to back, its outcomes recorded meanwhile: any row of
+                # it a dead process had leased may have left
+                if row.lease_owner is not None and not idempotent(message):
+                    doubt = f"sent again: sender {row.lease_owner} stopped mid-send"
+                    doubted.append((row.id, doubt))
+                    log.warning("outbox %s to %s was in flight when %s stopped: sending again",
+                                row.id, row.chat_id, row.lease_owner)
+                    self.stats["uncertain"] += 1
+                run.append(Claim(row, message, windows, cost, doubt))
+            if run:
+                chosen.append(run)
+        if chosen:  # under the lock nobody else can lease these rows meanwhile
+            await session.execute(update(Outbox).where(
+                Outbox.id.in_([c.row.id for run in chosen for c in run])).values(
+                lease_owner=self.owner,
+                lease_until=now + timedelta(seconds=self.config.lease_seconds)))
+            for row_id, doubt in doubted:  # kept if this process dies too
+                await session.execute(update(Outbox).where(Outbox.id == row_id).values(doubt=doubt))
+        return chosen
 
     def _cost(self, channel: Channel, message: OutMessage, windows: dict[str, Window]) -> int:
         cost = getattr(channel, "cost", lambda m: 1)(message)
@@ -309,45 +417,43 @@ class Sender:
             lease_owner=None, lease_until=None))
         self.stats["failed"] += 1
 
-    async def _orphaned(self, session, row: Outbox) -> None:
-        """A process leased this new message and died before recording the outcome:
-        Telegram may have shown it, so it is not sent again. The rows leased behind it
-        were never tried (a run is sent one by one), so they are simply released."""
-        log.warning("outbox %s to %s was in flight when %s stopped: uncertain",
-                    row.id, row.chat_id, row.lease_owner)
-        await session.execute(update(Outbox).where(Outbox.id == row.id).values(
-            state="uncertain", lease_owner=None, lease_until=None,
-            error=f"in flight when sender {row.lease_owner} stopped"))
-        await session.execute(update(Outbox).where(
-            Outbox.channel == row.channel, Outbox.chat_id == row.chat_id,
-            Outbox.lease_owner == row.lease_owner, Outbox.id != row.id).values(
-            lease_owner=None, lease_until=None))
-        self.stats["uncertain"] += 1
-
     # ------------------------------------------------------------------ sending
 
     async def _send(self, run: list[Claim]) -> int:
-        """Send one chat's run in order; the first message that is not sent ends it (the
+        """Send one chat's run in order, each message once the one before it was answered;
+        their outcomes are recorded meanwhile, not in between (a card's map pin and the
+        card go out back to back). An edit waits for those records, as it may go to a
+        card posted just before it. The first message that is not sent ends the run (the
         rest are released for a later pass, keeping the order). Returns how many settled."""
+        recording: list[asyncio.Future] = []
         settled = 0
-        for claim in run:
-            settled += 1
-            if not await self._send_one(claim):
-                rest = [c.row.id for c in run[settled:]]
-                if rest:
-                    await self.db.run(lambda s: s.execute(update(Outbox).where(
-                        Outbox.id.in_(rest), Outbox.lease_owner == self.owner).values(
-                        lease_owner=None, lease_until=None)))
-                break
+        try:
+            for claim in run:
+                if idempotent(claim.message) and recording:
+                    await asyncio.gather(*recording)
+                settled += 1
+                outcome = await self._attempt(claim)
+                recording.append(self._settle(outcome))
+                if outcome.changes.get("state") != "sent":
+                    rest = [c.row.id for c in run[settled:]]
+                    if rest:
+                        await self.db.run(lambda s: s.execute(update(Outbox).where(
+                            Outbox.id.in_(rest), Outbox.lease_owner == self.owner).values(
+                            lease_owner=None, lease_until=None)))
+                    break
+        finally:
+            if recording:
+                await asyncio.gather(*recording)
         return settled
 
-    async def _send_one(self, claim: Claim) -> bool:
+    async def _attempt(self, claim: Claim) -> "Outcome":
         row, message = claim.row, claim.message
         channel = self.channels[row.channel]
         alert: str | None = None
+        posted: Posted | None = None
         changes: dict
         try:
-            await channel.deliver(row, message)
+            posted = await channel.deliver(row, message)
             changes = {"state": "sent", "sent_at": self.clock(), "error": None}
         except Retry as exc:
             changes = self._retry(row, message, exc)
@@ -367,17 +473,17 @@ class Sender:
             else:
                 changes["next_try_at"] = self.clock() + timedelta(seconds=min(2 ** attempts, 300))
         self.stats[changes.get("state", "retried")] += 1
-        await self._settle(Outcome(claim, changes, alert))
-        return changes.get("state") == "sent"
+        return Outcome(claim, changes, alert, posted)
 
-    async def _settle(self, outcome: "Outcome") -> None:
-        """Record an outcome. Outcomes arriving together share one transaction (a group
-        commit), so a burst of answers does not queue up for the database one by one."""
+    def _settle(self, outcome: "Outcome") -> asyncio.Future:
+        """Record an outcome (the future is done once it is committed). Outcomes arriving
+        together share one transaction (a group commit), so a burst of answers does not
+        queue up for the database one by one."""
         future = asyncio.get_running_loop().create_future()
         self._settling.append((outcome, future))
         if self._settler is None or self._settler.done():
             self._settler = asyncio.create_task(self._settle_batches())
-        await future
+        return future
 
     async def _settle_batches(self) -> None:
         """The outcomes are known, so recording them is retried for a while (a database
@@ -386,32 +492,44 @@ class Sender:
             batch, self._settling = self._settling, []
             for attempt in range(SETTLE_TRIES):
                 try:
-                    await self.db.run(lambda s: self._record(s, [o for o, _ in batch]))
+                    await self.db.run(lambda s: self._record(s, [o for o, _ in batch]), urgent=True)
                 except Exception as exc:
                     if attempt == SETTLE_TRIES - 1:
                         for _, future in batch:
-                            future.set_exception(exc)
+                            if not future.done():  # a stopped send no longer waits
+                                future.set_exception(exc)
                         break
                     log.warning("recording %d send outcomes failed, retrying: %r", len(batch), exc)
                     await asyncio.sleep(min(0.1 * 2 ** attempt, 5))
                 else:
                     for _, future in batch:
-                        future.set_result(None)
+                        if not future.done():
+                            future.set_result(None)
                     break
 
     async def _record(self, session, outcomes: list["Outcome"]) -> None:
+        """A batch of outcomes in a few statements: the budgets counted, the rows still
+        leased by us settled, the messages that now show a ref remembered."""
         wall = await lock_and_now(session)  # the answers are in: count them from now
+        await record(session, [(o.claim.windows, o.claim.cost) for o in outcomes], wall,
+                     self.config.margin)
+        ids = [o.claim.row.id for o in outcomes]
+        ours = set(await session.scalars(select(Outbox.id).where(
+            Outbox.id.in_(ids), Outbox.lease_owner == self.owner)))
+        settled = [o for o in outcomes if o.claim.row.id in ours]
         for outcome in outcomes:
-            claim, changes = outcome.claim, outcome.changes
-            row = claim.row
-            await record(session, claim.windows, claim.cost, wall, self.config.margin)
-            result = await session.execute(update(Outbox).where(
-                Outbox.id == row.id, Outbox.lease_owner == self.owner).values(
-                **changes, lease_owner=None, lease_until=None))
-            if result.rowcount != 1:
+            if outcome.claim.row.id not in ours:
                 log.warning("outbox %s: lease lost before its outcome (%s) was recorded",
-                            row.id, changes.get("state", "retry"))
-                continue
+                            outcome.claim.row.id, outcome.changes.get("state", "retry"))
+        if settled:
+            await session.execute(SETTLE, [_settled(o) for o in settled])
+        # a message that was posted shows its ref, whoever holds the lease now
+        posted = {(o.claim.row.channel, o.claim.row.chat_id, o.posted.ref): o.posted.message_id
+                  for o in outcomes if o.posted is not None}
+        if posted:
+            await remember(session, posted, self.clock())
+        for outcome in settled:
+            row = outcome.claim.row
             if outcome.alert is not None and self.core is not None:
                 if await failures.delivery_failed(session, self.core, row.channel, row.chat_id,
                                                   outcome.alert):

@@ -14,7 +14,7 @@ from telegram import (
 )
 from telegram.error import BadRequest, ChatMigrated, Forbidden, NetworkError, RetryAfter, TimedOut
 
-from bot.sender import Permanent, Retry
+from bot.sender import Permanent, Posted, Retry
 from models.db import Database
 from models.media import MediaStore
 from models.messages import OutMessage, utf16_len
@@ -89,9 +89,9 @@ class TelegramChannel:
         parts = 1 if message.ref else len(split(message.text))
         return parts + (1 if message.edit and message.ref else 0)
 
-    async def deliver(self, row: Outbox, message: OutMessage) -> None:
+    async def deliver(self, row: Outbox, message: OutMessage) -> Posted | None:
         try:
-            await self._deliver(row.chat_id, message)
+            return await self._deliver(row.chat_id, message)
         except RetryAfter as exc:
             raise Retry(f"rate limited: {exc}", after=_seconds(exc.retry_after)) from exc
         except ChatMigrated as exc:
@@ -111,21 +111,21 @@ class TelegramChannel:
             raise Retry(f"network: {exc}", uncertain=exc.__cause__ is not None
                         and not _never_sent(exc)) from exc
 
-    async def _deliver(self, chat_id: str, message: OutMessage) -> None:
+    async def _deliver(self, chat_id: str, message: OutMessage) -> Posted | None:
         if message.photos:
             await self._send_photos(chat_id, message.photos)
-            return
+            return None
         if message.pictures:
             await self._send_pictures(chat_id, message.pictures)
-            return
+            return None
         if message.document:
             await self.bot.send_document(chat_id, self.media.read(message.document),
                                          filename=message.filename or "document")
-            return
+            return None
         if message.location:
             await self.bot.send_location(chat_id, latitude=message.location[0],
                                          longitude=message.location[1])
-            return
+            return None
         markup = reply_markup(message)
         if message.ref:
             message.text = truncate(message.text)
@@ -140,16 +140,17 @@ class TelegramChannel:
                     await self.bot.edit_message_text(message.text, chat_id=chat_id,
                                                      message_id=int(message_id),
                                                      reply_markup=markup)
-                    return
+                    return None
                 except BadRequest as exc:
                     reason = exc.message.lower()  # PTB capitalises Telegram's text
                     if NOT_MODIFIED in reason:
-                        return
+                        return None
                     if not any(gone in reason for gone in EDIT_GONE):
                         raise
         sent = await self.bot.send_message(chat_id, message.text, reply_markup=markup)
         if message.ref:
-            await self._remember(message.ref, chat_id, str(sent.message_id))
+            return Posted(message.ref, str(sent.message_id))  # remembered with the outcome
+        return None
 
     async def _send_photos(self, chat_id: str, media_ids: list[int]) -> None:
         rows = await self.db.run(lambda s: _media_rows(s, media_ids))
@@ -183,17 +184,6 @@ class TelegramChannel:
     async def _ref_message_id(self, ref: str, chat_id: str) -> str | None:
         return await self.db.run(lambda s: s.scalar(select(MessageRef.message_id).where(
             MessageRef.ref == ref, MessageRef.channel == self.name, MessageRef.chat_id == chat_id)))
-
-    async def _remember(self, ref: str, chat_id: str, message_id: str) -> None:
-        async def store(session):
-            row = await session.scalar(select(MessageRef).where(
-                MessageRef.ref == ref, MessageRef.channel == self.name, MessageRef.chat_id == chat_id))
-            if row is None:
-                session.add(MessageRef(ref=ref, channel=self.name, chat_id=chat_id,
-                                       message_id=message_id, created_at=self.clock()))
-            else:
-                row.message_id, row.created_at = message_id, self.clock()
-        await self.db.run(store)
 
     async def _migrate(self, old: str, new: str) -> None:
         """A group became a supergroup: its binding, cards and queued messages move along."""

@@ -289,6 +289,9 @@ class Outbox(Base):
     # a lease that ran out unsettled means that process died mid-send
     lease_owner: Mapped[str | None] = mapped_column(String(32))
     lease_until: Mapped[datetime | None]
+    # why this message may have reached the chat twice: its sender died mid-send and it was
+    # sent again (a gap is worse than a repeat); counted with the uncertain ones
+    doubt: Mapped[str | None] = mapped_column(String(200))
 
 
 class MessageRef(Base):

@@ -5,15 +5,17 @@ import asyncio
 import io
 import json
 import logging
+from datetime import timedelta
 
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from bot.config import LoggingConfig
 from bot.observability import MAX_SENDER_LAG, configure_logging
 from models.db import Database
+from models.messages import OutMessage, Target, enqueue
 from models.tables import Inbox, Outbox, Ticket
 from scheduler.runner import Scheduler
 from tests.flows import file_report
@@ -207,3 +209,25 @@ async def test_console_format_renders_the_same_ids(whistle, api, people):
     handled = [line for line in text.splitlines() if "update handled" in line]
     assert handled and "chat_id=9205" in handled[0] and "update_id=" in handled[0]
     assert not text.lstrip().startswith("{")
+
+
+async def test_a_message_sent_again_after_a_crash_counts_as_uncertain(whistle, api, people, clock):
+    """A row leased by a process that died (its lease ran out) is sent again, marked with
+    its doubt, and /metrics counts it with the uncertain ones (it may show twice)."""
+    resident = people(9204, "Dora", "en")
+
+    async def orphan(session):
+        enqueue(session, Target("telegram", str(resident.id)), OutMessage(text="left behind"),
+                clock())
+        await session.flush()
+        await session.execute(update(Outbox).where(Outbox.state == "pending").values(
+            lease_owner="dead:1", lease_until=clock() - timedelta(seconds=1)))
+    await whistle.db.run(orphan)
+    await api.wait_message(resident.id, contains="left behind")
+    await settled(whistle, api)
+    row = await whistle.db.run(lambda s: s.scalar(select(Outbox).where(
+        Outbox.chat_id == str(resident.id))))
+    assert (row.state, row.doubt) == ("sent", "sent again: sender dead:1 stopped mid-send")
+    metrics = await scrape(whistle)
+    assert metrics[("whistle_outbox_uncertain", ())] == 1
+    assert metrics[("whistle_outbox_sent", ())] >= 1

@@ -1,0 +1,59 @@
+"""SQLite's writers queue in the process (``models.db.Turns``): in order of arrival,
+the sender's urgent bookkeeping first, and a cancelled waiter never blocks the line."""
+import asyncio
+
+import pytest
+
+from models.db import Turns
+
+
+async def test_one_at_a_time_in_order_with_urgent_ones_first():
+    turns, order = Turns(), []
+    first_in = asyncio.Event()
+    release_first = asyncio.Event()
+
+    async def holder():
+        async with turns.turn(False):
+            first_in.set()
+            await release_first.wait()
+            order.append("first")
+
+    async def waiter(name, urgent):
+        async with turns.turn(urgent):
+            order.append(name)
+    task = asyncio.create_task(holder())
+    await first_in.wait()
+    waiters = [asyncio.create_task(waiter(n, u)) for n, u in
+               (("a", False), ("b", False), ("sender", True), ("c", False))]
+    await asyncio.sleep(0)
+    release_first.set()
+    await asyncio.gather(task, *waiters)
+    assert order == ["first", "sender", "a", "b", "c"]
+
+
+async def test_a_cancelled_waiter_does_not_hold_up_the_others():
+    turns = Turns()
+    inside = asyncio.Event()
+    leave = asyncio.Event()
+
+    async def holder():
+        async with turns.turn(False):
+            inside.set()
+            await leave.wait()
+
+    async def waiter():
+        async with turns.turn(False):
+            return "got it"
+    held = asyncio.create_task(holder())
+    await inside.wait()
+    cancelled = asyncio.create_task(waiter())
+    behind = asyncio.create_task(waiter())
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    leave.set()
+    assert await asyncio.wait_for(behind, 2) == "got it"
+    await held
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    async with turns.turn(True):  # and the line is free again
+        pass
