@@ -47,7 +47,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 BATCH = 200  # chats one pass may lease (fewer when sends are in flight: ``concurrency``)
-WINDOW = 2000  # pending rows one pass reads, oldest first
+PAGE = 250  # pending rows one pass reads at a time, oldest first …
+WINDOW = 2000  # … and at most
 RUN = 10  # a chat's due messages one process takes at a time, sent one after the other
 SETTLE_TRIES = 8
 PRUNE_EVERY = 10.0  # seconds between deletions of counters that no longer count
@@ -300,10 +301,11 @@ class Sender:
         to ``RUN`` due rows behind it — one short transaction, holding the budget lock.
         Each chat's run is then sent in order by one task.
 
-        The pass reads only the oldest ``WINDOW`` pending rows (through the pending index):
-        a chat's head is older than the rest of its queue, so every chat seen there is seen
-        from its head on, and rows leased by anyone are always among them (rows only ever
-        leave the queue ahead of a lease). A head whose lease ran out unsettled was being
+        The pass reads the oldest pending rows a page at a time (through the pending
+        index), until every free slot has a chat or ``WINDOW`` rows were read: a chat's head
+        is older than the rest of its queue, so every chat seen is seen from its head on.
+        The rows in flight (leased, by anyone) come from their own index: they hold budget
+        wherever they are in the queue. A head whose lease ran out unsettled was being
         sent when its process died: it is sent again (an edit in place simply is; a new
         message is marked with its doubt, as it may show twice)."""
         now = self.clock()
@@ -311,13 +313,26 @@ class Sender:
 
         async def claim(session) -> list[list[Claim]]:
             wall = await lock_and_now(session)
-            queue = (await session.execute(select(
-                Outbox.id, Outbox.channel, Outbox.chat_id, Outbox.next_try_at,
-                Outbox.lease_owner, Outbox.lease_until).where(
-                Outbox.state == "pending", Outbox.channel.in_(list(self.channels)))
-                .order_by(Outbox.id).limit(WINDOW))).all()
-            plan = Plan.of(queue, now, self.owner, self._slots())
-            self._more = plan.more or len(queue) == WINDOW
+            leased = (await session.execute(select(Outbox.id, Outbox.lease_owner, Outbox.lease_until)
+                                            .where(Outbox.lease_owner.is_not(None),
+                                                   Outbox.state == "pending"))).all()
+            flying = {row_id for row_id, owner, until in leased
+                      if owner == self.owner or until is None or until >= now}
+            queue, after, slots = [], 0, self._slots()
+            while True:
+                page = (await session.execute(select(
+                    Outbox.id, Outbox.channel, Outbox.chat_id, Outbox.next_try_at,
+                    Outbox.lease_owner, Outbox.lease_until).where(
+                    Outbox.state == "pending", Outbox.id > after,
+                    Outbox.channel.in_(list(self.channels)))
+                    .order_by(Outbox.id).limit(PAGE))).all()
+                queue += page
+                plan = Plan.of(queue, now, self.owner, slots)
+                if len(page) < PAGE or len(plan.runs) >= slots or len(queue) >= WINDOW:
+                    break
+                after = page[-1][0]
+            plan.flying = sorted(flying | set(plan.flying))
+            self._more = plan.more or len(page) == PAGE
             if plan.runs:
                 chosen = await self._choose(session, plan, wall, now)
             else:
@@ -361,6 +376,7 @@ class Sender:
                 ledger.spend(key, cost)
         chosen: list[list[Claim]] = []
         doubted: list[tuple[int, str]] = []
+        bot_bound = False  # the bot's own budget is spent
         for run_ids in plan.runs:
             run: list[Claim] = []
             for row_id in run_ids:
@@ -382,6 +398,7 @@ class Sender:
                         self._pause = min(self._pause, max(ledger.free_in(k) for k in short))
                     else:
                         self._more = True
+                    bot_bound = bot_bound or any(k.endswith(":*") for k in short)
                     break  # order: nothing may jump the row that has to wait
                 for key in windows:
                     ledger.spend(key, cost)
@@ -397,6 +414,8 @@ class Sender:
                 run.append(Claim(row, message, windows, cost, doubt))
             if run:
                 chosen.append(run)
+        if bot_bound:
+            self._more = False  # a finished send frees no budget: the pause looks again
         if chosen:  # under the lock nobody else can lease these rows meanwhile
             await session.execute(update(Outbox).where(
                 Outbox.id.in_([c.row.id for run in chosen for c in run])).values(

@@ -6,7 +6,7 @@ step accepts only its kind of input; anything else gets a short hint and the
 step is asked again."""
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from . import nearby, org, tickets
@@ -32,6 +32,7 @@ class Intake:
                  t: Translator, chat: Target):
         self.session, self.core, self.person, self.row, self.t, self.chat = (
             session, core, person, row, t, chat)
+        self._candidates: tuple[tuple, list] | None = None  # (place, reports near it)
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -62,7 +63,16 @@ class Intake:
         await self.prompt()
 
     async def candidates(self) -> list:
-        """Open reports of the same category near the chosen place ("me too")."""
+        """Open reports of the same category near the chosen place ("me too"); asked once
+        per place while this input is handled (choosing the step, then showing them)."""
+        d = self.draft
+        place = (d.get("category"), tuple(d.get("location") or ()), d.get("grid_id"))
+        if self._candidates is None or self._candidates[0] != place:
+            with self.session.no_autoflush:  # tickets only: the draft's changes can wait
+                self._candidates = place, await self._search()
+        return self._candidates[1]
+
+    async def _search(self) -> list:
         d, cfg, now = self.draft, self.core.config.nearby, self.core.now()
         if not d.get("category"):
             return []
@@ -110,10 +120,11 @@ class Intake:
                          n=self.core.config.intake.max_photos),
                      buttons=[[Button(t._("Skip"), "ph", "done")]])
         elif step == "location":
+            communities = await self.community_buttons()  # read first: one insert for both
             self.say(t._("Where is it? Press “📍 Send my location”, choose the community "
                          "below, or type the address."),
                      keyboard=[[KeyButton(t._("📍 Send my location"), "location")]])
-            self.say(t._("Communities:"), buttons=await self.community_buttons())
+            self.say(t._("Communities:"), buttons=communities)
             if self.draft.get("gps"):
                 self.say(t._("Your photo carries a location. Use it as the place of the problem?"),
                          buttons=[[Button(t._("📷 Use the photo's location"), "lx")]])
@@ -126,23 +137,23 @@ class Intake:
                                [KeyButton(t._("👤 Show my first name, no phone"))],
                                [KeyButton(t._("🙈 Stay anonymous"))]])
         elif step == "confirm":
+            summary = await self.summary()  # read first: one insert for both messages
             self.say(t._("Please check your report:"), keyboard=main_keyboard(t))
-            self.say(await self.summary(), buttons=[[
+            self.say(summary, buttons=[[
                 Button(t._("✅ Confirm"), "cf"), Button(t._("✏️ Edit"), "ed"),
                 Button(t._("❌ Cancel"), "cx")]])
 
     async def prompt_nearby(self) -> None:
         t, now = self.t, self.core.now()
         found = await self.candidates()
+        firsts = await first_photos(self.session, [ticket.id for ticket, _ in found])
         photos = []
         lines = [t._("These reports nearby may be the same problem. If one of them is, press "
                      "“That's it — me too” and follow it instead of filing a new report:")]
         buttons = []
         for n, (ticket, distance) in enumerate(found, 1):
-            first = await self.session.scalar(select(Media.id).where(
-                Media.ticket_id == ticket.id, Media.kind == "report").order_by(Media.id).limit(1))
-            if first is not None:
-                photos.append(first)
+            if ticket.id in firsts:
+                photos.append(firsts[ticket.id])
             age = max(0, (now - ticket.created_at).days)
             where = t._("{m} m away", m=round(distance)) if distance is not None else t._("same grid")
             lines.append(t._("{n}. #{number} — {text} — {where}, {age} days ago, {status}",
@@ -371,6 +382,16 @@ class Intake:
             self.goto(None)
             await tickets.create(self.session, self.core, self.person, draft, inp.sender.channel)
         return Reply()
+
+
+async def first_photos(session: AsyncSession, ticket_ids: list[int]) -> dict[int, int]:
+    """Ticket id → its first report photo, for those that have one (one query for all)."""
+    if not ticket_ids:
+        return {}
+    return dict((await session.execute(
+        select(Media.ticket_id, func.min(Media.id))
+        .where(Media.ticket_id.in_(ticket_ids), Media.kind == "report")
+        .group_by(Media.ticket_id))).all())
 
 
 async def load(session: AsyncSession, core: Core, person: Person, channel: str) -> Dialogue:

@@ -82,7 +82,8 @@ async def handle(session: AsyncSession, core: Core, inp: Input) -> Reply:
     if inp.dedupe_key is not None and not await first_delivery(
             session, inp.sender.channel, inp.dedupe_key, core.now()):
         return Reply(duplicate=True)
-    person, identity = await people.resolve(session, inp.sender, core.now())
+    # ``dialogue`` is held to the end, so every ``load`` of it below is answered by the session
+    person, identity, dialogue = await people.resolve(session, inp.sender, core.now())
     t = core.i18n.get(core.i18n.pick(person.locale, identity.language_code))
     over, warning = await limits.too_fast(session, core, person, t)
     if over:  # nothing else happens; the first time in the minute they are told why
@@ -140,11 +141,13 @@ async def on_command(session: AsyncSession, core: Core, person: Person, t: Trans
             return Reply(after=await report_commands.on_group_command(session, core, inp))
         return Reply()
     if command in ("start", "report"):
+        # asked before anything is said, so that the messages reach the outbox in one insert
+        refusal = await limits.report_refusal(session, core, person, t)
         if command == "start":
             say(session, core, inp, t._("Welcome to Whistle. Report a problem in your "
                                         "neighbourhood and follow it until it is fixed."),
                 keyboard=main_keyboard(t))
-        if refusal := await limits.report_refusal(session, core, person, t):
+        if refusal:
             say(session, core, inp, refusal)
             return Reply()
         intake = await open_intake(session, core, person, t, inp)

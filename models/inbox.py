@@ -3,9 +3,10 @@ the update's effects, so a redelivered update (a webhook retried, WeCom's three
 retries, a second process) finds it and does nothing."""
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete
+from sqlalchemy import bindparam, delete
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,11 +19,19 @@ KEEP = timedelta(days=7)  # redeliveries come within minutes; a week is plenty
 async def first_delivery(session: AsyncSession, channel: str, key: str, now: datetime) -> bool:
     """Record the update; False when it was recorded before. On PostgreSQL a second
     process inserting the same key waits for the first transaction and then sees it."""
-    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
-    result = await session.execute(
-        insert(Inbox).values(channel=channel, key=key[:128], received_at=now)
-        .on_conflict_do_nothing(index_elements=["channel", "key"]))
+    connection = await session.connection()
+    result = await connection.execute(_record(session.bind.dialect.name), {
+        "inbox_channel": channel, "inbox_key": key[:128], "inbox_received": now})
     return result.rowcount == 1
+
+
+@functools.cache
+def _record(dialect: str):
+    """The insert, built once per dialect (every update runs it)."""
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    return (insert(Inbox).values(channel=bindparam("inbox_channel"), key=bindparam("inbox_key"),
+                                 received_at=bindparam("inbox_received"))
+            .on_conflict_do_nothing(index_elements=["channel", "key"]))
 
 
 async def prune(session: AsyncSession, now: datetime) -> int:

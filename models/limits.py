@@ -5,9 +5,10 @@ Over a limit a resident gets one polite answer per window and nothing else happe
 staff (anyone with a role) are never limited."""
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,17 +21,24 @@ PREFIX = "limit:"
 async def bump(session: AsyncSession, key: str, period: str, expires_at: datetime,
                amount: int = 1, read: bool = True) -> int | None:
     """Add ``amount`` to a counter, creating it; returns the new count (if ``read``)."""
-    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
-    statement = insert(RateCounter).values(key=key, period=period, count=amount,
-                                           expires_at=expires_at)
+    connection = await session.connection()
+    result = await connection.execute(_bump_statement(session.bind.dialect.name, read), {
+        "counter_key": key, "counter_period": period, "amount": amount,
+        "counter_expires": expires_at})
+    return result.scalar_one() if read else None
+
+
+@functools.cache
+def _bump_statement(dialect: str, read: bool):
+    """The upsert, built once per dialect; with ``read`` it returns the new count."""
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    statement = insert(RateCounter).values(
+        key=bindparam("counter_key"), period=bindparam("counter_period"),
+        count=bindparam("amount"), expires_at=bindparam("counter_expires"))
     statement = statement.on_conflict_do_update(
         index_elements=["key", "period"],
         set_={"count": RateCounter.count + statement.excluded.count})
-    await session.execute(statement)
-    if not read:
-        return None
-    return await session.scalar(select(RateCounter.count).where(
-        RateCounter.key == key, RateCounter.period == period))
+    return statement.returning(RateCounter.count) if read else statement
 
 
 def _minute(now: datetime) -> tuple[str, datetime]:
@@ -59,27 +67,25 @@ async def count_message(session: AsyncSession, person: Person, per_minute: int,
     return "warn" if count == per_minute + 1 else "quiet"
 
 
-async def reports_this_hour(session: AsyncSession, person_id: int, now: datetime) -> int:
-    """Reports filed in the last hour (the ticket rows are the truth, in every process)."""
-    return await session.scalar(select(func.count(Ticket.id)).where(
-        Ticket.reporter_id == person_id, Ticket.created_at > now - timedelta(hours=1)))
+# built once: composing this statement costs more than running it
+_STANDING = select(
+    select(Ban.person_id).where(Ban.person_id == bindparam("person_id")).exists(),
+    select(func.count(Ticket.id)).where(Ticket.reporter_id == bindparam("person_id"),
+                                        Ticket.created_at > bindparam("since")).scalar_subquery())
 
 
-async def may_report(session: AsyncSession, person: Person, per_hour: int,
-                     now: datetime) -> bool:
-    if await reports_this_hour(session, person.id, now) < per_hour:
-        return True
-    return await is_staff(session, person.id)
+async def standing(session: AsyncSession, person_id: int, now: datetime) -> tuple[bool, int]:
+    """(banned?, reports filed in the last hour) in one round trip; the ticket rows are
+    the truth for the reports, in every process."""
+    banned, recent = (await session.execute(_STANDING, {
+        "person_id": person_id, "since": now - timedelta(hours=1)})).one()
+    return bool(banned), recent
 
 
 async def first_refusal(session: AsyncSession, person: Person, what: str, now: datetime) -> bool:
     """True once per hour and kind of refusal, so a refused resident is answered, not spammed."""
     period, ends = _hour(now)
     return await bump(session, f"{PREFIX}told:{what}:{person.id}", period, ends) == 1
-
-
-async def is_banned(session: AsyncSession, person_id: int) -> bool:
-    return await session.get(Ban, person_id) is not None
 
 
 async def ban(session: AsyncSession, person_id: int, by: int | None, reason: str | None,
@@ -107,11 +113,12 @@ async def prune(session: AsyncSession, now: datetime) -> None:
 
 async def report_refusal(session: AsyncSession, core, person: Person, t) -> str | None:
     """Why this person may not file a report now, or None if they may."""
-    if await is_banned(session, person.id):
+    banned, recent = await standing(session, person.id, core.now())
+    if banned:
         return t._("You can no longer file reports here. If you think this is a mistake, "
                    "please contact your community office.")
     per_hour = core.config.limits.reports_per_hour
-    if not await may_report(session, person, per_hour, core.now()):
+    if recent >= per_hour and not await is_staff(session, person.id):
         return t._("You have filed {count} reports in the last hour, the most allowed. "
                    "Please wait a while before filing another.", count=per_hour)
     return None

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .lifecycle import OPEN
@@ -32,15 +32,22 @@ def bounding_box(lat: float, lon: float, radius_m: float) -> tuple[float, float,
     return lat - dlat, lat + dlat, lon - dlon, lon + dlon
 
 
+# built once: every report's location step runs it
+_NEARBY = select(Ticket).where(
+    Ticket.category == bindparam("category"),
+    Ticket.lat.between(bindparam("min_lat"), bindparam("max_lat")),
+    Ticket.lon.between(bindparam("min_lon"), bindparam("max_lon")),
+    Ticket.state.in_([s.value for s in OPEN]), Ticket.created_at >= bindparam("since"))
+
+
 async def nearby(session: AsyncSession, category: str, lat: float, lon: float, now: datetime,
                  radius_m: float = 250, days: int = 30, limit: int = 5) -> list[tuple[Ticket, float]]:
     """Open tickets of ``category`` within ``radius_m``, reported in the last ``days``,
     nearest first."""
     min_lat, max_lat, min_lon, max_lon = bounding_box(lat, lon, radius_m)
-    rows = await session.scalars(select(Ticket).where(
-        Ticket.category == category, Ticket.lat.between(min_lat, max_lat),
-        Ticket.lon.between(min_lon, max_lon), Ticket.state.in_([s.value for s in OPEN]),
-        Ticket.created_at >= now - timedelta(days=days)))
+    rows = await session.scalars(_NEARBY, {
+        "category": category, "min_lat": min_lat, "max_lat": max_lat, "min_lon": min_lon,
+        "max_lon": max_lon, "since": now - timedelta(days=days)})
     found = [(t, distance_m(lat, lon, t.lat, t.lon)) for t in rows]
     found = [(t, d) for t, d in found if d <= radius_m]
     return sorted(found, key=lambda pair: pair[1])[:limit]

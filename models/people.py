@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable, Collection
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .inputs import Sender
@@ -18,11 +18,24 @@ if TYPE_CHECKING:
 from .tables import Dialogue, Identity, Person
 
 
-async def resolve(session: AsyncSession, sender: Sender, now: datetime) -> tuple[Person, Identity]:
-    """The person behind a channel identity, created on first contact."""
-    identity = await session.scalar(select(Identity).where(
-        Identity.channel == sender.channel, Identity.external_id == sender.external_id))
-    if identity is None:
+# the identity, its person and their dialogue on that channel in one round trip
+_RESOLVE = (select(Identity, Person, Dialogue)
+            .join(Person, Person.id == Identity.person_id)
+            .outerjoin(Dialogue, (Dialogue.person_id == Identity.person_id)
+                       & (Dialogue.channel == Identity.channel))
+            .where(Identity.channel == bindparam("channel"),
+                   Identity.external_id == bindparam("external_id")))
+
+
+async def resolve(session: AsyncSession, sender: Sender,
+                  now: datetime) -> tuple[Person, Identity, Dialogue | None]:
+    """The person behind a channel identity, created on first contact, and their dialogue
+    on this channel if they have one. Nearly every update reads the dialogue next: while
+    the caller holds it, ``load_dialogue`` finds it in the session instead of the database
+    (the session keeps unchanged rows only as long as someone refers to them)."""
+    found = (await session.execute(_RESOLVE, {"channel": sender.channel,
+                                              "external_id": sender.external_id})).first()
+    if found is None:
         person = Person(name=sender.name[:200], created_at=now)
         session.add(person)
         await session.flush()
@@ -31,15 +44,15 @@ async def resolve(session: AsyncSession, sender: Sender, now: datetime) -> tuple
                             blocked=False)
         session.add(identity)
         await session.flush()
-        return person, identity
-    person = await session.get(Person, identity.person_id)
+        return person, identity, None
+    identity, person, dialogue = found
     if sender.language_code and identity.language_code != sender.language_code:
         identity.language_code = sender.language_code
     if identity.blocked:
         identity.blocked = False  # they wrote to us, so they unblocked the bot
     if sender.name and not person.name:
         person.name = sender.name[:200]
-    return person, identity
+    return person, identity, dialogue
 
 
 async def private_targets(session: AsyncSession, person_id: int,

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String,
-    Text, TypeDecorator, UniqueConstraint,
+    Text, TypeDecorator, UniqueConstraint, text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -274,7 +274,12 @@ class Outbox(Base):
     """A message to deliver, written in the transaction of the change it reports."""
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_pending", "state", "id"),)
+    __table_args__ = (
+        Index("ix_outbox_pending", "state", "id"),
+        # the rows in flight, which every sender pass reads (few, wherever they are queued)
+        Index("ix_outbox_leased", "lease_owner", postgresql_where=text("lease_owner IS NOT NULL"),
+              sqlite_where=text("lease_owner IS NOT NULL")),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     channel: Mapped[str] = mapped_column(String(16))
     chat_id: Mapped[str] = mapped_column(String(64), index=True)

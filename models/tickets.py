@@ -2,10 +2,11 @@
 the state change, its audit event and the messages that report it (outbox)."""
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -38,12 +39,19 @@ class Denied(Exception):
 async def next_number(session: AsyncSession, core: Core, now: datetime) -> str:
     """``YYYYMMDD-NNNN`` in local time, from a per-day counter row (safe across processes)."""
     day = core.local(now).strftime("%Y%m%d")
-    dialect = session.bind.dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = insert(TicketCounter).values(day=day, last=1)
-    stmt = stmt.on_conflict_do_update(index_elements=["day"], set_={"last": TicketCounter.last + 1})
-    seq = await session.scalar(stmt.returning(TicketCounter.last))
+    connection = await session.connection()
+    seq = (await connection.execute(_count_statement(session.bind.dialect.name),
+                                    {"counter_day": day})).scalar_one()
     return f"{day}-{seq:04d}"
+
+
+@functools.cache
+def _count_statement(dialect: str):
+    """The day's counter upsert, built once per dialect."""
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    stmt = insert(TicketCounter).values(day=bindparam("counter_day"), last=1)
+    stmt = stmt.on_conflict_do_update(index_elements=["day"], set_={"last": TicketCounter.last + 1})
+    return stmt.returning(TicketCounter.last)
 
 
 # ---- audit -----------------------------------------------------------------------------
@@ -90,10 +98,13 @@ async def create(session: AsyncSession, core: Core, reporter: Person, draft: dic
     now = core.now()
     category = core.config.category(draft["category"])
     grid_id, reason = route_draft(core, draft)
+    # ``holder`` is held to the end: the card and the reporter's message read it from the session
     if grid_id is not None:
         unit_id, level, state = grid_id, "grid", State.ROUTED
+        holder = await session.get(Unit, grid_id)
     else:
-        unit_id, level, state = (await duty_unit(session, core)).id, "street", State.REPORTED
+        holder = await duty_unit(session, core)
+        unit_id, level, state = holder.id, "street", State.REPORTED
     location = draft.get("location")
     ticket = Ticket(
         number=await next_number(session, core, now), category=category.code,
@@ -110,7 +121,8 @@ async def create(session: AsyncSession, core: Core, reporter: Person, draft: dic
                               .values(ticket_id=ticket.id))
     audit(session, ticket, reporter.id, "created", now, data={"route_reason": reason})
     await deadlines.after(session, core, ticket, "created")
-    await post_card(session, core, ticket, unit_id)
+    # a report without photos has none to look up for its card
+    await post_card(session, core, ticket, unit_id, photos=None if draft.get("photos") else [])
     await notify_reporter(session, core, ticket, "created")
     return ticket
 
@@ -127,15 +139,18 @@ def route_draft(core: Core, draft: dict) -> tuple[int | None, str]:
     return None, "outside" if location else "none"
 
 
-async def post_card(session: AsyncSession, core: Core, ticket: Ticket, unit_id: int) -> None:
+async def post_card(session: AsyncSession, core: Core, ticket: Ticket, unit_id: int,
+                    photos: list[int] | None = None) -> None:
     """Post the ticket (album, pin, card with buttons) to every chat bound to ``unit_id``;
-    when a unit has no chat, the duty chat gets it so nothing is silently lost."""
+    when a unit has no chat, the duty chat gets it so nothing is silently lost.
+    ``photos``: the ticket's report photos when the caller knows them."""
     chats = await org.chats_of_unit(session, unit_id, channels=core.channels)
     if not chats:  # the duty chat stands in for a unit without a chat, with its buttons
         duty = await duty_unit(session, core)
         chats = await org.chats_of_unit(session, duty.id, channels=core.channels)
-    photos = list(await session.scalars(select(Media.id).where(
-        Media.ticket_id == ticket.id, Media.kind == "report").order_by(Media.id)))
+    if photos is None:
+        photos = list(await session.scalars(select(Media.id).where(
+            Media.ticket_id == ticket.id, Media.kind == "report").order_by(Media.id)))
     for chat in chats:
         target = Target(chat.channel, chat.chat_id)
         if photos or ticket.lat is not None:
@@ -144,11 +159,24 @@ async def post_card(session: AsyncSession, core: Core, ticket: Ticket, unit_id: 
                 location=(ticket.lat, ticket.lon) if ticket.lat is not None else None), core.now())
         message = await card_message(session, core, ticket, unit_id)
         enqueue(session, target, message, core.now())
-        if await session.scalar(select(MessageRef.id).where(
-                MessageRef.ref == message.ref, MessageRef.channel == chat.channel,
-                MessageRef.chat_id == chat.chat_id)) is None:
-            session.add(MessageRef(ref=message.ref, channel=chat.channel, chat_id=chat.chat_id,
-                                   message_id=None))
+        await _remember_card(session, message.ref, chat.channel, chat.chat_id)
+
+
+async def _remember_card(session: AsyncSession, ref: str, channel: str, chat_id: str) -> None:
+    """A ``message_ref`` row for the card in this chat, unless it has one (a card posted
+    again keeps the row, and with it the message the sender edits)."""
+    connection = await session.connection()
+    await connection.execute(_remember_statement(session.bind.dialect.name), {
+        "ref_ref": ref, "ref_channel": channel, "ref_chat": chat_id})
+
+
+@functools.cache
+def _remember_statement(dialect: str):
+    """The insert, built once per dialect."""
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    return (insert(MessageRef).values(ref=bindparam("ref_ref"), channel=bindparam("ref_channel"),
+                                      chat_id=bindparam("ref_chat"), message_id=None)
+            .on_conflict_do_nothing(index_elements=["ref", "channel", "chat_id"]))
 
 
 async def refresh_cards(session: AsyncSession, core: Core, ticket: Ticket) -> None:

@@ -1,4 +1,4 @@
-"""outbox doubt: a message re-sent after its sender died mid-send
+"""outbox: doubt (a message re-sent after its sender died mid-send), the leased-rows index
 
 Revision ID: 0003
 Revises: 0002
@@ -17,8 +17,12 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table('outbox', schema=None) as batch_op:
         batch_op.add_column(sa.Column('doubt', sa.String(length=200), nullable=True))
+        batch_op.create_index('ix_outbox_leased', ['lease_owner'], unique=False,
+                              postgresql_where=sa.text('lease_owner IS NOT NULL'),
+                              sqlite_where=sa.text('lease_owner IS NOT NULL'))
 
 
 def downgrade() -> None:
     with op.batch_alter_table('outbox', schema=None) as batch_op:
+        batch_op.drop_index('ix_outbox_leased')
         batch_op.drop_column('doubt')
