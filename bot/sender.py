@@ -51,6 +51,7 @@ PAGE = 250  # pending rows one pass reads at a time, oldest first …
 WINDOW = 2000  # … and at most
 RUN = 10  # a chat's due messages one process takes at a time, sent one after the other
 SETTLE_TRIES = 8
+QUICK_LINE = 2  # transactions waiting (SQLite) before a pass waits its turn
 PRUNE_EVERY = 10.0  # seconds between deletions of counters that no longer count
 
 
@@ -342,7 +343,9 @@ class Sender:
                 await prune_budgets(session, wall)
                 await limits.prune(session, now)
             return chosen
-        return await self.db.run(claim, urgent=True)
+        # Ahead of a short line, so that a card goes out at once; behind a long one (a burst
+        # on SQLite), so that the pass finds what all of it queued and sends it together.
+        return await self.db.run(claim, urgent=self.db.queued() <= QUICK_LINE)
 
     def _slots(self) -> int:
         """Runs this process may start now: a bounded number of sends at once keeps the

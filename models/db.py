@@ -67,6 +67,9 @@ class Turns:
         finally:
             self._release()
 
+    def waiting(self) -> int:
+        return sum(len(queue) for queue in self._waiting)
+
     async def _acquire(self, urgent: bool) -> None:
         if not self._busy and not any(self._waiting):
             self._busy = True
@@ -136,6 +139,10 @@ class Database:
             for callback in self._after_commit:
                 callback()
         return result
+
+    def queued(self) -> int:
+        """Transactions waiting for their turn in this process (SQLite; 0 on PostgreSQL)."""
+        return self._turns.waiting() if self._turns is not None else 0
 
     def _turn(self, urgent: bool) -> contextlib.AbstractAsyncContextManager:
         return self._turns.turn(urgent) if self._turns is not None else contextlib.nullcontext()

@@ -26,6 +26,7 @@ async def test_one_at_a_time_in_order_with_urgent_ones_first():
     waiters = [asyncio.create_task(waiter(n, u)) for n, u in
                (("a", False), ("b", False), ("sender", True), ("c", False))]
     await asyncio.sleep(0)
+    assert turns.waiting() == 4  # what the sender reads to join a long line at its end
     release_first.set()
     await asyncio.gather(task, *waiters)
     assert order == ["first", "sender", "a", "b", "c"]
