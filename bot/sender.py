@@ -377,46 +377,58 @@ class Sender:
         for windows, cost in flying:
             for key in windows:
                 ledger.spend(key, cost)
-        chosen: list[list[Claim]] = []
         doubted: list[tuple[int, str]] = []
         bot_bound = False  # the bot's own budget is spent
+
+        async def admit(row_id: int, head: bool) -> Claim | None:
+            """The row's claim if it can go now (its budgets spent), else None."""
+            nonlocal bot_bound
+            row = rows.get(row_id)
+            if row is None:
+                return None
+            channel = self.channels[row.channel]
+            try:
+                message = OutMessage.from_payload(row.payload)
+                windows = self.windows(channel, row.chat_id)
+                cost = self._cost(channel, message, windows)
+            except Exception as exc:  # one bad row must not stop every pass
+                if head:
+                    await self._unsendable(session, row, exc)
+                return None  # behind a run: it will be the head, and marked, in its turn
+            short = [key for key in windows if ledger.room(key) < cost]
+            if short:
+                if head:
+                    self._pause = min(self._pause, max(ledger.free_in(k) for k in short))
+                else:
+                    self._more = True
+                bot_bound = bot_bound or any(k.endswith(":*") for k in short)
+                return None
+            for key in windows:
+                ledger.spend(key, cost)
+            doubt = None
+            # a run goes out back to back, its outcomes recorded meanwhile: any row of it a
+            # dead process had leased may have left
+            if row.lease_owner is not None and not idempotent(message):
+                doubt = f"sent again: sender {row.lease_owner} stopped mid-send"
+                doubted.append((row.id, doubt))
+                log.warning("outbox %s to %s was in flight when %s stopped: sending again",
+                            row.id, row.chat_id, row.lease_owner)
+                self.stats["uncertain"] += 1
+            return Claim(row, message, windows, cost, doubt)
+
+        # Every chat's head first, then the rows behind them while the budgets last: a
+        # run's rows go one after the other, so the budget goes to many chats at once.
+        chosen: list[list[Claim]] = []
+        behind: list[list[int]] = []
         for run_ids in plan.runs:
-            run: list[Claim] = []
-            for row_id in run_ids:
-                row = rows.get(row_id)
-                if row is None:
+            if (head := await admit(run_ids[0], head=True)) is not None:
+                chosen.append([head])
+                behind.append(run_ids[1:])
+        for run, rest in zip(chosen, behind):
+            for row_id in rest:  # order: nothing may jump the row that has to wait
+                if (claim := await admit(row_id, head=False)) is None:
                     break
-                channel = self.channels[row.channel]
-                try:
-                    message = OutMessage.from_payload(row.payload)
-                    windows = self.windows(channel, row.chat_id)
-                    cost = self._cost(channel, message, windows)
-                except Exception as exc:  # one bad row must not stop every pass
-                    if not run:
-                        await self._unsendable(session, row, exc)
-                    break  # behind a run: it will be the head, and marked, in its turn
-                short = [key for key in windows if ledger.room(key) < cost]
-                if short:
-                    if not run:
-                        self._pause = min(self._pause, max(ledger.free_in(k) for k in short))
-                    else:
-                        self._more = True
-                    bot_bound = bot_bound or any(k.endswith(":*") for k in short)
-                    break  # order: nothing may jump the row that has to wait
-                for key in windows:
-                    ledger.spend(key, cost)
-                doubt = None
-                # a run goes out back to back, its outcomes recorded meanwhile: any row of
-                # it a dead process had leased may have left
-                if row.lease_owner is not None and not idempotent(message):
-                    doubt = f"sent again: sender {row.lease_owner} stopped mid-send"
-                    doubted.append((row.id, doubt))
-                    log.warning("outbox %s to %s was in flight when %s stopped: sending again",
-                                row.id, row.chat_id, row.lease_owner)
-                    self.stats["uncertain"] += 1
-                run.append(Claim(row, message, windows, cost, doubt))
-            if run:
-                chosen.append(run)
+                run.append(claim)
         if bot_bound:
             self._more = False  # a finished send frees no budget: the pause looks again
         if chosen:  # under the lock nobody else can lease these rows meanwhile
