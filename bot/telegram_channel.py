@@ -91,7 +91,7 @@ class TelegramChannel:
 
     async def deliver(self, row: Outbox, message: OutMessage) -> Posted | None:
         try:
-            return await self._deliver(row.chat_id, message)
+            return await self._deliver(row, message)
         except RetryAfter as exc:
             raise Retry(f"rate limited: {exc}", after=_seconds(exc.retry_after)) from exc
         except ChatMigrated as exc:
@@ -111,7 +111,8 @@ class TelegramChannel:
             raise Retry(f"network: {exc}", uncertain=exc.__cause__ is not None
                         and not _never_sent(exc)) from exc
 
-    async def _deliver(self, chat_id: str, message: OutMessage) -> Posted | None:
+    async def _deliver(self, row: Outbox, message: OutMessage) -> Posted | None:
+        chat_id = row.chat_id
         if message.photos:
             await self._send_photos(chat_id, message.photos)
             return None
@@ -131,8 +132,19 @@ class TelegramChannel:
             message.text = truncate(message.text)
         else:
             *first, message.text = split(message.text)
-            for part in first:
-                await self.bot.send_message(chat_id, part)
+            for done, part in enumerate(first):
+                try:
+                    await self.bot.send_message(chat_id, part)
+                except Exception:
+                    if done:  # a retry goes on from here: the parts shown stay shown once
+                        await self._keep_rest(row, "\n".join([*first[done:], message.text]))
+                    raise
+            if first:
+                try:
+                    return await self._send_last(chat_id, message, markup)
+                except Exception:
+                    await self._keep_rest(row, message.text)
+                    raise
         if message.edit and message.ref:
             message_id = await self._ref_message_id(message.ref, chat_id)
             if message_id is not None:
@@ -147,10 +159,24 @@ class TelegramChannel:
                         return None
                     if not any(gone in reason for gone in EDIT_GONE):
                         raise
+        return await self._send_last(chat_id, message, markup)
+
+    async def _send_last(self, chat_id: str, message: OutMessage, markup) -> Posted | None:
         sent = await self.bot.send_message(chat_id, message.text, reply_markup=markup)
         if message.ref:
             return Posted(message.ref, str(sent.message_id))  # remembered with the outcome
         return None
+
+    async def _keep_rest(self, row: Outbox, text: str) -> None:
+        """A long text failed after its first parts were shown: only the rest is left."""
+        payload = {**row.payload, "text": text}
+        try:
+            await self.db.run(lambda s: s.execute(update(Outbox).where(Outbox.id == row.id)
+                                                  .values(payload=payload)))
+        except Exception:  # the send's own failure is what the sender must hear
+            log.exception("outbox %s: could not keep the rest of a long text", row.id)
+            return
+        row.payload = payload
 
     async def _send_photos(self, chat_id: str, media_ids: list[int]) -> None:
         rows = await self.db.run(lambda s: _media_rows(s, media_ids))

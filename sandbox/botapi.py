@@ -446,7 +446,7 @@ class FakeBotApi:
         self._files_by_path: dict[str, _StoredFile] = {}
         self._queries: set[str] = set()
         self._recent_bot_messages: deque[tuple[int, int]] = deque(maxlen=10)
-        self._faults: dict[str, deque[_ApiError]] = {}
+        self._faults: dict[str, deque[_ApiError | None]] = {}  # None: let one call through
         self._delays: dict[str, deque[float]] = {}  # answer late, after doing the work
         self._limits: _Limits | None = None  # Telegram's rate limits, see enforce_limits()
         self.rate_limited = 0  # 429s answered because the bot went too fast
@@ -811,10 +811,12 @@ class FakeBotApi:
     # ------------------------------------------------------------------ fault injection
 
     def fail_next(self, method: str, error_code: int, description: str,
-                  retry_after: int | None = None, count: int = 1) -> None:
-        """The next ``count`` calls of ``method`` answer with this error (429s carry ``retry_after``)."""
+                  retry_after: int | None = None, count: int = 1, after: int = 0) -> None:
+        """The next ``count`` calls of ``method`` answer with this error (429s carry
+        ``retry_after``), once ``after`` calls of it have gone through."""
         parameters = {"retry_after": retry_after} if retry_after is not None else {}
         faults = self._faults.setdefault(method.lower(), deque())
+        faults.extend([None] * after)
         faults.extend(_ApiError(error_code, description, **parameters) for _ in range(count))
 
     def delay_next(self, method: str, seconds: float, count: int = 1) -> None:
@@ -888,8 +890,8 @@ class FakeBotApi:
             self._touch()
             log.debug("%s %s", name, params)
             faults = self._faults.get(name.lower())
-            if faults:
-                raise faults.popleft()
+            if faults and (fault := faults.popleft()) is not None:
+                raise fault
             if self._limits is not None:
                 self._check_limits(name, params)
             result = handler(params)

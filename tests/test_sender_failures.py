@@ -132,3 +132,25 @@ async def test_a_server_error_is_a_plain_retry(whistle, api, people, clock, code
     [row] = await all_settled(whistle, 9001)
     assert row.state == "sent"
     assert [m["text"] for m in api.bot_messages(9001)] == ["hello"]
+
+
+async def test_a_long_text_failing_halfway_goes_on_from_where_it_stopped(whistle, api, clock):
+    """A text longer than one Telegram message goes out in parts; when a later part
+    fails, the retry sends only the parts not shown yet — none twice, in order."""
+    api.add_user(7301, "Long", language_code="en")
+    lines = [f"line {n:03d} " + "x" * 990 for n in range(12)]  # about 12,000 characters: 3 parts
+    api.fail_next("sendMessage", 502, "Bad Gateway", after=1)  # the second part fails
+    await queue(whistle, 7301, "\n".join(lines))
+    for _ in range(100):  # then the row waits for its retry, due in 2 s (business time)
+        [row] = await outbox(whistle, 7301)
+        if row.attempts == 1:
+            break
+        await asyncio.sleep(0.05)
+    assert [m["text"] for m in api.bot_messages(7301)] == ["\n".join(lines[:4])]
+    assert row.state == "pending" and row.payload["text"] == "\n".join(lines[4:])
+    clock.advance(seconds=3)
+    whistle.sender.wake()
+    [row] = await all_settled(whistle, 7301)
+    assert row.state == "sent"
+    shown = [m["text"] for m in api.bot_messages(7301)]
+    assert "\n".join(shown) == "\n".join(lines) and len(shown) == 3
