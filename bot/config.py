@@ -20,6 +20,7 @@ ENV_OVERRIDES = {
     "WHISTLE_DATABASE_URL": ("database", "url"),
     "WHISTLE_TELEGRAM_SECRET_TOKEN": ("telegram", "secret_token"),
     "WHISTLE_WECOM_SECRET": ("wecom", "secret"),
+    "WHISTLE_METRICS_TOKEN": ("web", "metrics_token"),
 }
 
 
@@ -64,6 +65,13 @@ class WebConfig(Strict):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     public_url: str = ""  # how others reach it (links in messages); default http://host:port
+    # /healthz answers 503 when the database does not answer within this many seconds,
+    # or the oldest message waiting to be sent is older than this
+    health_db_timeout: float = Field(2.0, gt=0, le=60)
+    health_max_sender_lag: float = Field(600, gt=0)
+    # /metrics: when set, a scraper must send "Authorization: Bearer <token>" (else 401);
+    # WHISTLE_METRICS_TOKEN sets it from the environment
+    metrics_token: str = ""
 
 
 class WecomConfig(Strict):

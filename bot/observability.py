@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hmac
 import logging
 import sys
 import time
@@ -38,8 +39,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DB_TIMEOUT = 2.0  # seconds a health or metrics query may take before the database counts as down
-MAX_SENDER_LAG = timedelta(minutes=10)  # the oldest pending message older than this: unhealthy
 TICKET_KEYS = ("ticket_id", "ticket")
 
 
@@ -149,8 +148,8 @@ class Metrics:
     def observe_sweep(self, seconds: float) -> None:
         self.sweep_seconds.observe(seconds)
 
-    async def refresh(self, db: Database, now: datetime) -> None:
-        async with asyncio.timeout(DB_TIMEOUT):
+    async def refresh(self, db: Database, now: datetime, timeout: float) -> None:
+        async with asyncio.timeout(timeout):
             self.snapshot.figures = await db.run(lambda s: _read_figures(s, now))
 
     def render(self) -> bytes:
@@ -222,22 +221,24 @@ async def sender_lag(session, now: datetime) -> timedelta:
 # ---------------------------------------------------------------------------- web faces
 
 async def check_health(whistle: Whistle) -> tuple[bool, dict[str, Any]]:
-    """Database reachable (``SELECT 1`` within DB_TIMEOUT) and the sender keeping up."""
-    now = whistle.core.now()
+    """Database reachable (``SELECT 1`` within ``[web] health_db_timeout``) and the sender
+    keeping up (``health_max_sender_lag``)."""
+    now, web_config = whistle.core.now(), whistle.config.web
+    timeout, max_lag = web_config.health_db_timeout, web_config.health_max_sender_lag
 
     async def probe(session):
         await session.execute(text("SELECT 1"))
         return await sender_lag(session, now)
     try:
-        async with asyncio.timeout(DB_TIMEOUT):
+        async with asyncio.timeout(timeout):
             lag = await whistle.db.run(probe)
     except TimeoutError:
-        return False, {"status": "unhealthy", "database": f"no answer within {DB_TIMEOUT:g} s"}
+        return False, {"status": "unhealthy", "database": f"no answer within {timeout:g} s"}
     except Exception as exc:  # any failure to reach the database is the answer itself
         return False, {"status": "unhealthy", "database": f"unreachable: {type(exc).__name__}"}
     body: dict[str, Any] = {"database": "ok", "sender_lag_seconds": round(lag.total_seconds(), 3),
-                            "max_sender_lag_seconds": MAX_SENDER_LAG.total_seconds()}
-    healthy = lag <= MAX_SENDER_LAG
+                            "max_sender_lag_seconds": max_lag}
+    healthy = lag.total_seconds() <= max_lag
     body["status"] = "ok" if healthy else "unhealthy"
     return healthy, body
 
@@ -250,11 +251,24 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if healthy else 503)
 
 
+def scraper_allowed(request: web.Request, token: str) -> bool:
+    """No token configured: open (bind the server to a private address). Else the bearer
+    token, compared in constant time."""
+    if not token:
+        return True
+    given = request.headers.get("Authorization", "")
+    return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+
+
 async def metrics(request: web.Request) -> web.Response:
     from bot.web import whistle_of
     whistle = whistle_of(request)
+    if not scraper_allowed(request, whistle.config.web.metrics_token):
+        return web.Response(status=401, text="401: a bearer token is required for /metrics",
+                            headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
     try:
-        await whistle.metrics.refresh(whistle.db, whistle.core.now())
+        await whistle.metrics.refresh(whistle.db, whistle.core.now(),
+                                      whistle.config.web.health_db_timeout)
     except Exception as exc:  # the process's own counters are still worth scraping
         log.warning("metrics: database figures unavailable (%s)", type(exc).__name__)
         whistle.metrics.snapshot.figures = None
