@@ -197,7 +197,7 @@ async def _read_figures(session, now: datetime) -> dict[str, Any]:
     doubted = 0
     rows = await session.execute(select(
         Outbox.state, func.count(), func.sum(case((Outbox.attempts > 0, 1), else_=0)),
-        func.sum(case((Outbox.doubt.is_not(None) & (Outbox.state != "uncertain"), 1), else_=0)))
+        func.sum(case((Outbox.doubt.is_not(None) & (Outbox.state == "sent"), 1), else_=0)))
         .group_by(Outbox.state))
     for state, count, with_retries, with_doubt in rows:
         outbox[state] = count
@@ -231,7 +231,7 @@ async def check_health(whistle: Whistle) -> tuple[bool, dict[str, Any]]:
         return await sender_lag(session, now)
     try:
         async with asyncio.timeout(timeout):
-            lag = await whistle.db.run(probe)
+            lag = await whistle.db.run(probe, urgent=True)  # not behind a burst (SQLite)
     except TimeoutError:
         return False, {"status": "unhealthy", "database": f"no answer within {timeout:g} s"}
     except Exception as exc:  # any failure to reach the database is the answer itself

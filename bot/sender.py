@@ -26,7 +26,7 @@ import os
 import secrets
 import socket
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
@@ -95,7 +95,6 @@ class Claim:
     message: OutMessage
     windows: dict[str, Window]
     cost: int
-    doubt: str | None = None  # sent again after its sender died: it may show twice
 
 
 @dataclass
@@ -110,25 +109,28 @@ class Plan:
     more: bool
 
     @classmethod
-    def of(cls, queue, now: datetime, owner: str, slots: int = BATCH) -> "Plan":
+    def of(cls, queue, now: datetime, owner: str, mine: Collection[int] = ()) -> "Plan":
+        """``mine``: the rows this process is sending right now. Its other leases are left
+        from a send that never got its outcome recorded (a database outage, a stop): they
+        are orphans at once, like another process's lease that ran out."""
         runs: dict[tuple[str, str], list[int]] = {}
         closed: dict[tuple[str, str], bool] = {}  # nothing more this pass; True: look again soon
         flying: list[int] = []
         more = False
         for row_id, channel, chat_id, next_try_at, lease_owner, lease_until in queue:
             key = (channel, chat_id)
-            # our own leases are settled by our own tasks, however late (the business
-            # clock may jump, as in tests); only another process's can run out
-            if lease_owner is not None and (lease_owner == owner or lease_until is None
-                                            or lease_until >= now):
+            # our own sends are settled by our own tasks, however late (the business clock
+            # may jump, as in tests); only another process's lease can run out
+            if row_id in mine or (lease_owner is not None and lease_owner != owner
+                                  and (lease_until is None or lease_until >= now)):
                 flying.append(row_id)
                 runs.pop(key, None)  # out of order if it had a run: leave it to its sender
                 closed[key] = True  # what is behind goes when this send is done
             elif key in closed:
                 more = more or closed[key]
             elif key not in runs:  # the chat's head; with an expired lease, its sender died
-                if len(runs) >= slots:
-                    closed[key] = more = True  # every slot is taken: when one is free
+                if len(runs) >= BATCH:
+                    closed[key] = more = True
                 elif next_try_at > now:
                     closed[key] = False  # not due yet: the loop's timer looks again
                 else:
@@ -197,6 +199,7 @@ class Sender:
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._sends: set[asyncio.Task] = set()
+        self._mine: set[int] = set()  # outbox rows this process is sending now
         self._settling: list[tuple[Outcome, asyncio.Future]] = []
         self._settler: asyncio.Task | None = None
         self._running = False
@@ -228,13 +231,20 @@ class Sender:
                 await asyncio.wait([self._task])
             self._task = None
         # Sends still running after that are cancelled now, while the database is still
-        # open (their leases run out and are settled by the next start); left running,
-        # they would outlive the service and its connections.
-        leftovers = [t for t in (*self._sends, self._settler) if t is not None and not t.done()]
-        for task in leftovers:
+        # open; left running, they would outlive the service and its connections. The
+        # outcomes already known are recorded first (the settler goes on a moment); what
+        # stays unsettled is an orphan for the next start, sent again with its doubt.
+        sends = [t for t in self._sends if not t.done()]
+        for task in sends:
             task.cancel()
-        if leftovers:
-            await asyncio.wait(leftovers, timeout=5)
+        if sends:
+            await asyncio.wait(sends, timeout=5)
+        if self._settler is not None and not self._settler.done():
+            await asyncio.wait([self._settler], timeout=5)
+            self._settler.cancel()
+            await asyncio.wait([self._settler], timeout=5)
+        if sends := [t for t in sends if not t.done()]:
+            await asyncio.wait(sends, timeout=5)
 
     async def _loop(self) -> None:
         try:
@@ -317,8 +327,8 @@ class Sender:
             leased = (await session.execute(select(Outbox.id, Outbox.lease_owner, Outbox.lease_until)
                                             .where(Outbox.lease_owner.is_not(None),
                                                    Outbox.state == "pending"))).all()
-            flying = {row_id for row_id, owner, until in leased
-                      if owner == self.owner or until is None or until >= now}
+            flying = {row_id for row_id, owner, until in leased if row_id in self._mine
+                      or owner != self.owner and (until is None or until >= now)}
             queue, after, slots = [], 0, self._slots()
             while True:
                 page = (await session.execute(select(
@@ -328,14 +338,14 @@ class Sender:
                     Outbox.channel.in_(list(self.channels)))
                     .order_by(Outbox.id).limit(PAGE))).all()
                 queue += page
-                plan = Plan.of(queue, now, self.owner, slots)
-                if len(page) < PAGE or len(plan.runs) >= slots or len(queue) >= WINDOW:
+                plan = Plan.of(queue, now, self.owner, self._mine)
+                if len(page) < PAGE or len(plan.runs) >= BATCH or len(queue) >= WINDOW:
                     break
                 after = page[-1][0]
             plan.flying = sorted(flying | set(plan.flying))
             self._more = plan.more or len(page) == PAGE
-            if plan.runs:
-                chosen = await self._choose(session, plan, wall, now)
+            if plan.runs and slots:
+                chosen = await self._choose(session, plan, wall, now, slots)
             else:
                 chosen = []
             if wall - self._pruned > PRUNE_EVERY:
@@ -345,18 +355,21 @@ class Sender:
             return chosen
         # Ahead of a short line, so that a card goes out at once; behind a long one (a burst
         # on SQLite), so that the pass finds what all of it queued and sends it together.
-        return await self.db.run(claim, urgent=self.db.queued() <= QUICK_LINE)
+        chosen = await self.db.run(claim, urgent=self.db.queued() <= QUICK_LINE)
+        self._mine.update(c.row.id for run in chosen for c in run)
+        return chosen
 
     def _slots(self) -> int:
         """Runs this process may start now: a bounded number of sends at once keeps the
         HTTP client's pool small (its cost per request grows with open connections)."""
         return max(0, min(BATCH, self.config.concurrency - len(self._sends)))
 
-    async def _choose(self, session, plan: "Plan", wall: float, now: datetime) -> list[list[Claim]]:
+    async def _choose(self, session, plan: "Plan", wall: float, now: datetime,
+                      slots: int) -> list[list[Claim]]:
         """Within the budgets (in-flight messages hold theirs), which of the planned runs go
         now; leases them."""
         rows = {row.id: row for row in await session.scalars(select(Outbox).where(
-            Outbox.id.in_([*plan.flying, *(i for run in plan.runs for i in run)])))}
+            Outbox.id.in_([*plan.flying, *(run[0] for run in plan.runs)])))}
         flying = []
         for row_id in plan.flying:
             row = rows.get(row_id)
@@ -414,16 +427,22 @@ class Sender:
                 log.warning("outbox %s to %s was in flight when %s stopped: sending again",
                             row.id, row.chat_id, row.lease_owner)
                 self.stats["uncertain"] += 1
-            return Claim(row, message, windows, cost, doubt)
+            return Claim(row, message, windows, cost)
 
         # Every chat's head first, then the rows behind them while the budgets last: a
         # run's rows go one after the other, so the budget goes to many chats at once.
         chosen: list[list[Claim]] = []
         behind: list[list[int]] = []
         for run_ids in plan.runs:
+            if len(chosen) >= slots:
+                self._more = True  # a chat whose budget allows waits for a free slot
+                break
             if (head := await admit(run_ids[0], head=True)) is not None:
                 chosen.append([head])
                 behind.append(run_ids[1:])
+        if any(behind):  # the rows queued behind the heads that go
+            rows.update({row.id: row for row in await session.scalars(select(Outbox).where(
+                Outbox.id.in_([i for rest in behind for i in rest])))})
         for run, rest in zip(chosen, behind):
             for row_id in rest:  # order: nothing may jump the row that has to wait
                 if (claim := await admit(row_id, head=False)) is None:
@@ -476,8 +495,11 @@ class Sender:
                             lease_owner=None, lease_until=None)))
                     break
         finally:
-            if recording:
-                await asyncio.gather(*recording)
+            try:
+                if recording:
+                    await asyncio.gather(*recording)
+            finally:  # settled, or left leased in the database: an orphan for the next pass
+                self._mine.difference_update(c.row.id for c in run)
         return settled
 
     async def _attempt(self, claim: Claim) -> "Outcome":
@@ -521,9 +543,19 @@ class Sender:
 
     async def _settle_batches(self) -> None:
         """The outcomes are known, so recording them is retried for a while (a database
-        restarting) before giving up on them."""
+        restarting) before giving up on them. Stopped, it lets go of every waiting send."""
+        batch: list[tuple[Outcome, asyncio.Future]] = []
+        try:
+            await self._settle_all(batch)
+        except asyncio.CancelledError:
+            for _, future in [*batch, *self._settling]:
+                future.cancel()
+            self._settling = []
+            raise
+
+    async def _settle_all(self, batch: list) -> None:
         while self._settling:
-            batch, self._settling = self._settling, []
+            batch[:], self._settling = self._settling, []
             for attempt in range(SETTLE_TRIES):
                 try:
                     await self.db.run(lambda s: self._record(s, [o for o, _ in batch]), urgent=True)

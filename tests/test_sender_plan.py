@@ -24,9 +24,15 @@ def test_a_chat_being_sent_is_left_alone_and_looked_at_again_when_done():
     assert (plan.runs, plan.flying, plan.more) == ([[3]], [1], True)
 
 
-def test_own_leases_are_in_flight_however_late_the_clock():
-    plan = Plan.of([row(1, "a", owner="me", until=EXPIRED), row(2, "b")], NOW, "me")
+def test_own_sends_are_in_flight_however_late_the_clock():
+    plan = Plan.of([row(1, "a", owner="me", until=EXPIRED), row(2, "b")], NOW, "me", mine={1})
     assert (plan.runs, plan.flying, plan.more) == ([[2]], [1], False)
+
+
+def test_an_own_lease_nobody_here_is_sending_is_an_orphan_at_once():
+    """Left from a send whose outcome could not be recorded (a database outage, a stop)."""
+    plan = Plan.of([row(1, "a", owner="me", until=LIVE), row(2, "a")], NOW, "me", mine=())
+    assert (plan.runs, plan.flying) == ([[1, 2]], [])
 
 
 def test_an_expired_lease_of_another_process_is_a_head_again():
@@ -41,9 +47,7 @@ def test_a_row_waiting_for_its_retry_holds_back_its_chat_only():
     assert (plan.runs, plan.more) == ([[3]], False)  # the timer, not a finished send, looks again
 
 
-def test_runs_and_slots_are_bounded_and_what_is_left_asks_for_another_pass():
+def test_runs_are_bounded_and_what_is_left_asks_for_another_pass():
     long = [row(i, "a") for i in range(1, RUN + 3)]
     plan = Plan.of(long, NOW, "me")
     assert plan.runs == [list(range(1, RUN + 1))] and plan.more
-    plan = Plan.of([row(1, "a"), row(2, "b"), row(3, "c")], NOW, "me", slots=2)
-    assert plan.runs == [[1], [2]] and plan.more

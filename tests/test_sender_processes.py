@@ -299,3 +299,22 @@ async def _try(bot, chat: int) -> bool:
         return True
     except Exception:
         return False
+
+
+async def test_chats_waiting_for_their_budget_do_not_hold_up_one_that_may_go(
+        world, database_url, tmp_path):
+    """Twenty chats have spent their own budget (one message a minute here) with more
+    queued; a chat queued after them may send at once and must not wait behind them for
+    a free sending slot (16 chats at a time per process)."""
+    api, clock = world, FastClock()
+    slow = limits(private_per_second=1 / 60, concurrency=16)
+    crowd, late = PRIVATES[:20], PRIVATES[20]
+    async with Process(api, database_url, tmp_path, clock, "A", slow) as a:
+        await queue(a.db, clock, [(chat, OutMessage(text=f"m{n}")) for n in range(2) for chat in crowd]
+                    + [(late, OutMessage(text="m0"))])
+        a.sender.start()
+        await api.wait_for(lambda: numbered(api, late) == [0], timeout=10,
+                           description="the late chat's message")
+        await api.wait_for(lambda: all(numbered(api, chat) for chat in crowd), timeout=10,
+                           description="every chat's first message")
+        assert [numbered(api, chat) for chat in crowd] == [[0]] * 20  # their second must wait
