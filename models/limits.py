@@ -19,18 +19,18 @@ PREFIX = "limit:"
 
 
 async def bump(session: AsyncSession, key: str, period: str, expires_at: datetime,
-               amount: int = 1, read: bool = True) -> int | None:
-    """Add ``amount`` to a counter, creating it; returns the new count (if ``read``)."""
+               amount: int = 1) -> int:
+    """Add ``amount`` to a counter, creating it; returns the new count."""
     connection = await session.connection()
-    result = await connection.execute(_bump_statement(session.bind.dialect.name, read), {
+    result = await connection.execute(_bump_statement(session.bind.dialect.name), {
         "counter_key": key, "counter_period": period, "amount": amount,
         "counter_expires": expires_at})
-    return result.scalar_one() if read else None
+    return result.scalar_one()
 
 
 @functools.cache
-def _bump_statement(dialect: str, read: bool):
-    """The upsert, built once per dialect; with ``read`` it returns the new count."""
+def _bump_statement(dialect: str):
+    """The upsert returning the new count, built once per dialect."""
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     statement = insert(RateCounter).values(
         key=bindparam("counter_key"), period=bindparam("counter_period"),
@@ -38,7 +38,7 @@ def _bump_statement(dialect: str, read: bool):
     statement = statement.on_conflict_do_update(
         index_elements=["key", "period"],
         set_={"count": RateCounter.count + statement.excluded.count})
-    return statement.returning(RateCounter.count) if read else statement
+    return statement.returning(RateCounter.count)
 
 
 def _minute(now: datetime) -> tuple[str, datetime]:
