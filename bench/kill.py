@@ -155,7 +155,6 @@ async def reconcile(db: Database, api, load: Load) -> dict:
     figures["lost cards"] = sum(1 for t in tickets if grid_chat[t.number] is not None
                                 and cards[t.number] == 0)
 
-    expected: Counter = Counter()
     sent: Counter = Counter()
     uncertain: Counter = Counter()
     doubted: Counter = Counter()  # sent again after a kill: may show twice

@@ -1,9 +1,9 @@
 """The sender: delivers outbox rows after their transaction committed, from any number
 of processes sharing one database.
 
-- **One process per chat at a time, in order.** A pass leases the oldest pending row of
-  each chat (``lease_owner``/``lease_until``, a guarded UPDATE, so two processes cannot
-  both win); the chat's next row waits until that one is settled.
+- **One process per chat at a time, in order.** A pass leases the oldest pending rows of
+  each chat (``lease_owner``/``lease_until``) while it holds the budget lock, so two
+  processes cannot both take them; the chat's next rows wait until those are settled.
 - **Shared budgets.** The same transaction reserves the message in the bot's and the
   chat's sliding windows in ``rate_counter`` (``bot/budget.py``), so all processes
   together stay within Telegram's limits. No transaction is open during an HTTP call.
