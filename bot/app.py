@@ -10,9 +10,9 @@ from datetime import datetime
 
 from sqlalchemy import delete, select
 from telegram.ext import Application, ApplicationBuilder
-from telegram.request import HTTPXRequest
 
 from bot.config import Config
+from bot.http import AiohttpRequest
 from bot import webhook
 from bot.migrate import upgrade
 from bot.observability import Metrics
@@ -89,12 +89,12 @@ class Whistle:
         builder = (ApplicationBuilder().token(tg.token).base_url(tg.base_url)
                    .base_file_url(tg.base_file_url)
                    .concurrent_updates(PerChatUpdateProcessor()))
-        # a local Bot API server (or the sandbox) over plain HTTP: no TLS, so no CA bundle
-        plain = {"httpx_kwargs": {"verify": False}} if tg.base_url.startswith("http://") else {}
-        if plain:
-            builder = builder.request(HTTPXRequest(**plain))
-        builder = builder.get_updates_request(
-            TolerantUpdatesRequest(read_timeout=tg.poll_timeout + 10, **plain))
+        # aiohttp, not PTB's httpx (bot/http.py); a local Bot API server (or the sandbox)
+        # over plain HTTP needs no TLS and so no CA bundle
+        verify = not tg.base_url.startswith("http://")
+        builder = (builder.request(AiohttpRequest(verify=verify))
+                   .get_updates_request(TolerantUpdatesRequest(
+                       connection_pool_size=1, read_timeout=tg.poll_timeout + 10, verify=verify)))
         application = builder.build()
         application.bot_data["whistle"] = self
         register(application)

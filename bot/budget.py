@@ -100,6 +100,21 @@ class Ledger:
         oldest = min(self.slots[key])
         return max(0.0, oldest + window.slot + window.seconds + self.margin - self.now)
 
+    def ready_at(self, key: str, amount: int) -> float | None:
+        """The earliest time (on the ledger's clock) at which ``amount`` more fits, as the
+        counted slots age out; None if only answers of messages in flight could make room
+        (those wake the sender when they come)."""
+        key = PREFIX + key
+        window = self.windows[key]
+        missing = amount - self.room(key[len(PREFIX):])
+        if missing <= 0:
+            return self.now
+        for start in sorted(self.slots[key]):
+            missing -= self.slots[key][start]
+            if missing <= 0:
+                return start + window.slot + window.seconds + self.margin
+        return None
+
     def spend(self, key: str, amount: int) -> None:
         key = PREFIX + key
         self.spent[key] = self.spent.get(key, 0) + amount

@@ -25,6 +25,7 @@ import logging
 import os
 import secrets
 import socket
+import time
 from collections import Counter
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -53,6 +54,10 @@ RUN = 10  # a chat's due messages one process takes at a time, sent one after th
 SETTLE_TRIES = 8
 QUICK_LINE = 2  # transactions waiting (SQLite) before a pass waits its turn
 PRUNE_EVERY = 10.0  # seconds between deletions of counters that no longer count
+# A message whose budget frees within LEAD seconds is leased now and sent the moment it
+# frees: the pass, not the budget, would otherwise decide how soon it leaves (each pass
+# costs milliseconds, and at Telegram's limits a pass runs for every few messages).
+LEAD = 0.1
 
 
 class Permanent(Exception):
@@ -95,6 +100,7 @@ class Claim:
     message: OutMessage
     windows: dict[str, Window]
     cost: int
+    not_before: float | None = None  # time.monotonic() at which its budget has room
 
 
 @dataclass
@@ -195,7 +201,7 @@ class Sender:
         self.db, self.channels, self.config, self.clock = db, channels, config, clock
         self.core = core
         self.owner = owner or f"{socket.gethostname()[:12]}:{os.getpid()}:{secrets.token_hex(3)}"
-        self.stats: Counter[str] = Counter()  # sent, retried, failed, uncertain, rate_limited
+        self.stats: Counter[str] = Counter()  # sent, retried, failed, uncertain, rate_limited, led
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._sends: set[asyncio.Task] = set()
@@ -324,6 +330,7 @@ class Sender:
 
         async def claim(session) -> list[list[Claim]]:
             wall = await lock_and_now(session)
+            mono = time.monotonic()  # the same moment on this process's own clock
             leased = (await session.execute(select(Outbox.id, Outbox.lease_owner, Outbox.lease_until)
                                             .where(Outbox.lease_owner.is_not(None),
                                                    Outbox.state == "pending"))).all()
@@ -345,7 +352,7 @@ class Sender:
             plan.flying = sorted(flying | set(plan.flying))
             self._more = plan.more or len(page) == PAGE
             if plan.runs and slots:
-                chosen = await self._choose(session, plan, wall, now, slots)
+                chosen = await self._choose(session, plan, wall, mono, now, slots)
             else:
                 chosen = []
             if wall - self._pruned > PRUNE_EVERY:
@@ -364,10 +371,14 @@ class Sender:
         HTTP client's pool small (its cost per request grows with open connections)."""
         return max(0, min(BATCH, self.config.concurrency - len(self._sends)))
 
-    async def _choose(self, session, plan: "Plan", wall: float, now: datetime,
+    async def _choose(self, session, plan: "Plan", wall: float, mono: float, now: datetime,
                       slots: int) -> list[list[Claim]]:
         """Within the budgets (in-flight messages hold theirs), which of the planned runs go
-        now; leases them."""
+        now — or within ``LEAD``, when enough of the counted messages will have aged out of
+        their windows: those wait for that moment after their lease. This is as safe as
+        a pass at that moment: until then nothing new is counted that is not counted now
+        (answers come only from messages in flight, which hold their share already, and
+        other passes see these leases as in flight). Leases them."""
         rows = {row.id: row for row in await session.scalars(select(Outbox).where(
             Outbox.id.in_([*plan.flying, *(run[0] for run in plan.runs)])))}
         flying = []
@@ -409,9 +420,12 @@ class Sender:
                     await self._unsendable(session, row, exc)
                 return None  # behind a run: it will be the head, and marked, in its turn
             short = [key for key in windows if ledger.room(key) < cost]
-            if short:
+            ready = [ledger.ready_at(key, cost) for key in short]
+            at = None if None in ready else max(ready, default=wall)
+            if at is None or at - wall > LEAD:
                 if head:
-                    self._pause = min(self._pause, max(ledger.free_in(k) for k in short))
+                    self._pause = min(self._pause, max(ledger.free_in(k) for k in short)
+                                      if at is None else at - wall - LEAD)
                 else:
                     self._more = True
                 bot_bound = bot_bound or any(k.endswith(":*") for k in short)
@@ -427,6 +441,9 @@ class Sender:
                 log.warning("outbox %s to %s was in flight when %s stopped: sending again",
                             row.id, row.chat_id, row.lease_owner)
                 self.stats["uncertain"] += 1
+            if at > wall:
+                self.stats["led"] += 1  # leased ahead of its budget, sent when it frees
+                return Claim(row, message, windows, cost, not_before=mono + (at - wall))
             return Claim(row, message, windows, cost)
 
         # Every chat's head first, then the rows behind them while the budgets last: a
@@ -484,6 +501,8 @@ class Sender:
             for claim in run:
                 if idempotent(claim.message) and recording:
                     await asyncio.gather(*recording)
+                if claim.not_before is not None:  # its budget frees in a moment
+                    await asyncio.sleep(max(0.0, claim.not_before - time.monotonic()))
                 settled += 1
                 outcome = await self._attempt(claim)
                 recording.append(self._settle(outcome))

@@ -6,7 +6,6 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
-import httpx
 from sqlalchemy import select, update
 from telegram import (
     Bot, ForceReply, InlineKeyboardButton, InlineKeyboardMarkup, InputMediaPhoto, KeyboardButton,
@@ -14,6 +13,7 @@ from telegram import (
 )
 from telegram.error import BadRequest, ChatMigrated, Forbidden, NetworkError, RetryAfter, TimedOut
 
+from bot.http import never_sent
 from bot.sender import Permanent, Posted, Retry
 from models.db import Database
 from models.media import MediaStore
@@ -103,13 +103,13 @@ class TelegramChannel:
             await self._blocked(row.chat_id)
             raise Permanent(f"forbidden: {exc.message}", alert=False) from exc
         except TimedOut as exc:
-            raise Retry(f"timed out: {exc}", uncertain=not _never_sent(exc)) from exc
+            raise Retry(f"timed out: {exc}", uncertain=not never_sent(exc)) from exc
         except BadRequest as exc:
             raise Permanent(f"bad request: {exc.message}") from exc
         except NetworkError as exc:
             # no cause: Telegram answered with a 5xx, so it did not take the message
             raise Retry(f"network: {exc}", uncertain=exc.__cause__ is not None
-                        and not _never_sent(exc)) from exc
+                        and not never_sent(exc)) from exc
 
     async def _deliver(self, row: Outbox, message: OutMessage) -> Posted | None:
         chat_id = row.chat_id
@@ -238,12 +238,6 @@ class TelegramChannel:
 async def _media_rows(session, media_ids: list[int]) -> list[Media]:
     rows = {m.id: m for m in await session.scalars(select(Media).where(Media.id.in_(media_ids)))}
     return [rows[i] for i in media_ids if i in rows]
-
-
-def _never_sent(exc: Exception) -> bool:
-    """The connection was never made (or no connection was free): Telegram cannot have
-    the message, so sending again makes no duplicate."""
-    return isinstance(exc.__cause__, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
 
 
 def _seconds(value) -> float:

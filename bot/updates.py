@@ -14,7 +14,9 @@ from collections.abc import Awaitable
 
 from telegram import Update
 from telegram.ext import BaseUpdateProcessor
-from telegram.request import BaseRequest, HTTPXRequest
+from telegram.request import BaseRequest
+
+from bot.http import AiohttpRequest
 
 DEFAULT_NONE = BaseRequest.DEFAULT_NONE
 
@@ -56,7 +58,7 @@ def _chat_key(update: object) -> object:
     return None
 
 
-class TolerantUpdatesRequest(HTTPXRequest):
+class TolerantUpdatesRequest(AiohttpRequest):
     """The getUpdates connection, made tolerant of one update python-telegram-bot cannot
     parse: PTB parses a batch all at once, so one bad update (a field shape it does not
     know) would fail every getUpdates and stop the bot for good. Such an update is kept

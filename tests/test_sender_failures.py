@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-import httpx
 import pytest
 
 from flows import outbox
@@ -106,7 +105,7 @@ async def test_a_resident_who_blocked_the_bot_is_not_an_incident(whistle, api, p
 
 async def test_a_timeout_after_sending_is_uncertain_and_not_repeated(whistle, api, people):
     people(9001, "Li Si", language="en")
-    whistle.application.bot.request._client.timeout = httpx.Timeout(0.3)  # gives up soon
+    whistle.application.bot.request.timeouts["read"] = 0.3  # gives up soon
     api.delay_next("sendMessage", 1.0)
     await queue(whistle, 9001, "only once", "after it")
     rows = await all_settled(whistle, 9001)
