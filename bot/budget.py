@@ -3,7 +3,7 @@
 Each budget is a sliding window — at most ``limit`` messages in any ``seconds``. A
 message counts from the moment a process leases it (it is *in flight*: the outbox row's
 lease) and, once its answer came back, by the time of that answer, kept as counts per
-time slot (a fiftieth of the window). Telegram received it before we read the answer,
+time slot (a hundredth of the window). Telegram received it before we read the answer,
 so counting by answer time never undercounts, however late the request left: for any
 ``limit + 1`` messages, the last one was admitted only after the first one's answer had
 aged out of the window — they reached Telegram more than ``seconds`` apart. ``margin``
@@ -40,7 +40,7 @@ class Window:
 
     @property
     def slot(self) -> float:
-        return max(self.seconds / 50, 0.01)
+        return max(self.seconds / 100, 0.005)
 
 
 async def lock_and_now(session: AsyncSession) -> float:

@@ -198,7 +198,7 @@ class SenderConfig(Strict):
     max_attempts: int = Field(8, ge=1)
     # Budgets are shared by every process through the database: a chat may get ``burst``
     # messages in any ``burst / rate`` seconds, the bot ``per_second`` in any second.
-    margin: float = Field(0.02, ge=0, le=5)  # seconds added to each window (clock granularity)
+    margin: float = Field(0.005, ge=0, le=5)  # seconds added to each window (clock granularity)
     lease_seconds: float = Field(60, ge=5)  # a process delivers a chat's head this long at most
     concurrency: int = Field(16, ge=1, le=200)  # chats one process sends to at once
     alert_minutes: float = Field(60, gt=0)  # at most one failure alert per chat this often

@@ -56,8 +56,9 @@ QUICK_LINE = 2  # transactions waiting (SQLite) before a pass waits its turn
 PRUNE_EVERY = 10.0  # seconds between deletions of counters that no longer count
 # A message whose budget frees within LEAD seconds is leased now and sent the moment it
 # frees: the pass, not the budget, would otherwise decide how soon it leaves (each pass
-# costs milliseconds, and at Telegram's limits a pass runs for every few messages).
-LEAD = 0.1
+# costs milliseconds (tens on a long SQLite queue), and at Telegram's limits a pass runs
+# for every few messages).
+LEAD = 0.25
 
 
 class Permanent(Exception):
@@ -206,6 +207,7 @@ class Sender:
         self._task: asyncio.Task | None = None
         self._sends: set[asyncio.Task] = set()
         self._mine: set[int] = set()  # outbox rows this process is sending now
+        self._leading = 0  # runs waiting for their budget to free (``LEAD``)
         self._settling: list[tuple[Outcome, asyncio.Future]] = []
         self._settler: asyncio.Task | None = None
         self._running = False
@@ -369,7 +371,7 @@ class Sender:
     def _slots(self) -> int:
         """Runs this process may start now: a bounded number of sends at once keeps the
         HTTP client's pool small (its cost per request grows with open connections)."""
-        return max(0, min(BATCH, self.config.concurrency - len(self._sends)))
+        return max(0, min(BATCH, self.config.concurrency - len(self._sends) + self._leading))
 
     async def _choose(self, session, plan: "Plan", wall: float, mono: float, now: datetime,
                       slots: int) -> list[list[Claim]]:
@@ -420,15 +422,20 @@ class Sender:
                     await self._unsendable(session, row, exc)
                 return None  # behind a run: it will be the head, and marked, in its turn
             short = [key for key in windows if ledger.room(key) < cost]
-            ready = [ledger.ready_at(key, cost) for key in short]
-            at = None if None in ready else max(ready, default=wall)
-            if at is None or at - wall > LEAD:
-                if head:
-                    self._pause = min(self._pause, max(ledger.free_in(k) for k in short)
-                                      if at is None else at - wall - LEAD)
-                else:
+            ready = {key: ledger.ready_at(key, cost) for key in short}
+            at = None if None in ready.values() else max(ready.values(), default=wall)
+            # Ahead only of the bot-wide budget, when it is what the message waits for:
+            # ahead of a chat's own budget, the bot's share it holds would sit idle.
+            waits_for_bot = at is not None and any(
+                k.endswith(":*") and ready[k] >= at for k in short)
+            if short and not (waits_for_bot and at - wall <= LEAD):
+                bot_short = any(k.endswith(":*") for k in short)
+                if head or bot_short:  # the next pass when the budget frees
+                    self._pause = min(self._pause, at - wall - LEAD if waits_for_bot
+                                      else max(ledger.free_in(k) for k in short))
+                if not head:
                     self._more = True
-                bot_bound = bot_bound or any(k.endswith(":*") for k in short)
+                bot_bound = bot_bound or bot_short
                 return None
             for key in windows:
                 ledger.spend(key, cost)
@@ -502,7 +509,11 @@ class Sender:
                 if idempotent(claim.message) and recording:
                     await asyncio.gather(*recording)
                 if claim.not_before is not None:  # its budget frees in a moment
-                    await asyncio.sleep(max(0.0, claim.not_before - time.monotonic()))
+                    self._leading += 1
+                    try:
+                        await asyncio.sleep(max(0.0, claim.not_before - time.monotonic()))
+                    finally:
+                        self._leading -= 1
                 settled += 1
                 outcome = await self._attempt(claim)
                 recording.append(self._settle(outcome))

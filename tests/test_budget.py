@@ -1,11 +1,13 @@
 """The send budget's arithmetic: when a message fits as counted messages age out."""
 from bot.budget import PREFIX, Ledger, Window
 
+SLOT = Window(3, 1.0).slot  # counts are kept per slot of a hundredth of the window
+
 
 def ledger(now: float, slots: dict[float, int], spent: int = 0, limit: int = 3) -> Ledger:
     """A ledger as ``Ledger.load`` leaves it: the slots that still count at ``now``."""
     book = Ledger(session=None, now=now, margin=0.02)
-    window = book.windows[PREFIX + "k"] = Window(limit, 1.0)  # slots of 0.02 s
+    window = book.windows[PREFIX + "k"] = Window(limit, 1.0)
     book.slots[PREFIX + "k"] = {start: n for start, n in slots.items()
                                 if start >= book._first(window) - 1e-9}
     if spent:
@@ -21,9 +23,9 @@ def test_room_now_means_ready_now():
 def test_ready_when_enough_counted_messages_have_aged_out():
     book = ledger(10.0, {9.1: 1, 9.3: 2})  # full: 3 counted in the last second
     assert book.room("k") == 0
-    assert book.ready_at("k", 1) == 9.1 + 0.02 + 1.0 + 0.02  # the oldest slot frees one
-    assert book.ready_at("k", 2) == 9.3 + 0.02 + 1.0 + 0.02  # the next frees two more
-    assert book.ready_at("k", 3) == 9.3 + 0.02 + 1.0 + 0.02
+    assert book.ready_at("k", 1) == 9.1 + SLOT + 1.0 + 0.02  # the oldest slot frees one
+    assert book.ready_at("k", 2) == 9.3 + SLOT + 1.0 + 0.02  # the next frees two more
+    assert book.ready_at("k", 3) == 9.3 + SLOT + 1.0 + 0.02
 
 
 def test_messages_in_flight_are_never_projected_away():
@@ -31,7 +33,7 @@ def test_messages_in_flight_are_never_projected_away():
     answer's own window frees it, so no time can be promised."""
     book = ledger(10.0, {9.1: 1}, spent=2)
     assert book.room("k") == 0
-    assert book.ready_at("k", 1) == 9.1 + 0.02 + 1.0 + 0.02
+    assert book.ready_at("k", 1) == 9.1 + SLOT + 1.0 + 0.02
     assert book.ready_at("k", 2) is None
 
 
