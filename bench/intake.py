@@ -28,6 +28,7 @@ from telegram import Update  # noqa: E402
 from telegram.ext import ApplicationBuilder, ContextTypes, MessageHandler, filters  # noqa: E402
 
 from bot.app import Whistle  # noqa: E402
+from bot.http import AiohttpRequest  # noqa: E402
 
 DESCRIPTION = "Rubbish piling up by the gate, report {n} from resident {who}"
 
@@ -62,10 +63,16 @@ async def echo(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     await update.effective_message.reply_text(update.effective_message.text)
 
 
-async def echo_run(api, residents: list[Resident], messages: int, concurrent: bool) -> tuple[float, int]:
-    """(seconds, updates) for every resident sending ``messages`` texts, each waiting for its echo."""
-    application = (ApplicationBuilder().token(TOKEN).base_url(api.base_url)
-                   .base_file_url(api.base_file_url).concurrent_updates(concurrent).build())
+async def echo_run(api, residents: list[Resident], messages: int, concurrent: bool,
+                   transport: bool = False) -> tuple[float, int]:
+    """(seconds, updates) for every resident sending ``messages`` texts, each waiting for its
+    echo. ``transport``: on Whistle's aiohttp client (bot/http.py) instead of PTB's httpx."""
+    builder = (ApplicationBuilder().token(TOKEN).base_url(api.base_url)
+               .base_file_url(api.base_file_url).concurrent_updates(concurrent))
+    if transport:
+        builder = builder.request(AiohttpRequest(verify=False)).get_updates_request(
+            AiohttpRequest(connection_pool_size=1, read_timeout=11, verify=False))
+    application = builder.build()
     application.add_handler(MessageHandler(filters.TEXT, echo))
     await application.initialize()
     await application.start()
@@ -124,6 +131,14 @@ async def main() -> None:
                   f"residents in {elapsed:6.2f} s = {dialogues / elapsed:6.1f} dialogues/s, "
                   f"{updates / elapsed:7.1f} updates/s; {load_now()}", flush=True)
         await echoes("after")
+        # for information, not in the ratio: the echo bot on Whistle's own HTTP client, so
+        # the figure can be read apart from the transport Whistle brings along
+        residents = [Resident(api, arrivals, next_id + i, timeout=60) for i in range(args.residents)]
+        elapsed, updates = await echo_run(api, residents, args.echoes, False, transport=True)
+        print(f"{'echo (aiohttp transport)':26} (information, not in the ratio): {updates} updates in "
+              f"{elapsed:6.2f} s = {updates / elapsed:7.1f} updates/s; ratios "
+              + ", ".join(f"whistle/{kind} {rate / (updates / elapsed):.2f}" for kind, rate in results.items()),
+              flush=True)
         means = {name: sum(rates) / len(rates) for name, rates in echo_rates.items()}
         best_name, best = max(means.items(), key=lambda item: item[1])
         for kind, rate in results.items():
