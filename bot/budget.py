@@ -81,9 +81,15 @@ class Ledger:
         for key in new:
             self.slots[key] = {}
         for key, period, count in rows:
-            start = int(period) / 1000
-            if start >= self._first(new[key]) - 1e-9:
+            if self.counts(period, new[key]):
+                start = int(period) / 1000
                 self.slots[key][start] = self.slots[key].get(start, 0) + count
+
+    def counts(self, period: str, window: Window) -> bool:
+        """Whether the slot stored as ``period`` still counts now. Compared in whole
+        milliseconds, as slots are stored: at today's timestamps (1.8e9 s) a float holds
+        only about 2e-7 s, and comparing floats dropped some slots up to a slot early."""
+        return int(period) >= int(_period(self._first(window)))
 
     def room(self, key: str) -> int:
         key = PREFIX + key

@@ -30,7 +30,7 @@ class AiohttpRequest(BaseRequest):
 
     __slots__ = ("_session", "pool_size", "timeouts", "media_write_timeout", "_verify")
 
-    def __init__(self, connection_pool_size: int = 64, read_timeout: float | None = 5.0,
+    def __init__(self, connection_pool_size: int = 256, read_timeout: float | None = 5.0,
                  write_timeout: float | None = 5.0, connect_timeout: float | None = 5.0,
                  pool_timeout: float | None = 1.0, media_write_timeout: float | None = 20.0,
                  verify: bool = True):
@@ -49,9 +49,11 @@ class AiohttpRequest(BaseRequest):
         if self._session is None or self._session.closed:
             tls = ssl.create_default_context(cafile=certifi.where()) if self._verify else False
             connector = aiohttp.TCPConnector(limit=self.pool_size, ssl=tls)
+            # trust_env: HTTPS_PROXY / NO_PROXY apply, as they did with httpx (a bot in
+            # mainland China reaches Telegram through a proxy)
             self._session = aiohttp.ClientSession(
                 connector=connector, headers={"User-Agent": self.USER_AGENT},
-                skip_auto_headers=("Accept-Encoding",))
+                skip_auto_headers=("Accept-Encoding",), trust_env=True)
 
     async def shutdown(self) -> None:
         if self._session is not None and not self._session.closed:
@@ -68,10 +70,13 @@ class AiohttpRequest(BaseRequest):
                  else write_timeout if not isinstance(write_timeout, DefaultValue)
                  else self.media_write_timeout)
         connect, pool = self._given(connect_timeout, "connect"), self._given(pool_timeout, "pool")
-        # aiohttp has no write timeout of its own: the whole exchange is bounded by the sum
+        # aiohttp has no write timeout of its own: the whole exchange is bounded by the sum,
+        # an upload's write time growing with its size (at least 100 kB/s, as httpx's
+        # write timeout is per write, not for the whole body)
         parts = (read, write, connect, pool)
+        total = None if None in parts else sum(parts) + _size(files) / 100_000
         timeout = aiohttp.ClientTimeout(
-            total=None if None in parts else sum(parts),
+            total=total,
             connect=None if connect is None or pool is None else connect + pool,
             sock_connect=connect, sock_read=read)
         try:
@@ -100,6 +105,12 @@ def _body(request_data: RequestData | None, files) -> aiohttp.FormData | dict | 
     for name, (filename, content, mimetype) in files.items():
         form.add_field(name, content, filename=filename, content_type=mimetype)
     return form
+
+
+def _size(files) -> int:
+    """Bytes of the files to upload, where known (file handles count nothing)."""
+    return sum(len(content) for _, content, _ in (files or {}).values()
+               if isinstance(content, bytes | bytearray))
 
 
 def never_sent(exc: BaseException) -> bool:

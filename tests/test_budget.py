@@ -1,5 +1,7 @@
 """The send budget's arithmetic: when a message fits as counted messages age out."""
-from bot.budget import PREFIX, Ledger, Window
+import math
+
+from bot.budget import PREFIX, Ledger, Window, _period
 
 SLOT = Window(3, 1.0).slot  # counts are kept per slot of a hundredth of the window
 
@@ -43,3 +45,17 @@ def test_a_later_ledger_agrees_with_the_promise():
     at = book.ready_at("k", 1)
     later = ledger(at + 1e-6, {9.1: 1, 9.3: 2})
     assert later.room("k") == 1
+
+
+def test_a_slot_counts_for_its_whole_window_at_todays_timestamps():
+    """Slots are stored in whole milliseconds; at timestamps of 1.8e9 s a float comparison
+    dropped about one slot in six up to a slot early. An answer recorded at ``t`` counts
+    until ``t + window + margin`` at least, whatever ``t``."""
+    window, margin = Window(30, 1.0), 0.005
+    for i in range(20_000):
+        t = 1_795_000_000 + i * 0.0037
+        period = _period(math.floor(t / window.slot) * window.slot)  # as ``record`` stores it
+        book = Ledger(session=None, now=t + window.seconds + margin, margin=margin)
+        assert book.counts(period, window), f"answer at {t!r} dropped early"
+        later = Ledger(session=None, now=t + window.seconds + margin + 2 * window.slot, margin=margin)
+        assert not later.counts(period, window)  # and it does stop counting
