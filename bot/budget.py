@@ -92,7 +92,9 @@ class Ledger:
         return int(period) >= int(_period(self._first(window)))
 
     def room(self, key: str) -> int:
-        key = PREFIX + key
+        return self._room(PREFIX + key)
+
+    def _room(self, key: str) -> int:
         used = sum(self.slots[key].values()) + self.spent.get(key, 0)
         return self.windows[key].limit - used
 
@@ -112,7 +114,7 @@ class Ledger:
         (those wake the sender when they come)."""
         key = PREFIX + key
         window = self.windows[key]
-        missing = amount - self.room(key[len(PREFIX):])
+        missing = amount - self._room(key)
         if missing <= 0:
             return self.now
         for start in sorted(self.slots[key]):

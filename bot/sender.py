@@ -90,6 +90,11 @@ class Channel(Protocol):
     # ``windows(chat_id)`` budgets other than Telegram's
 
 
+def _bot_wide(key: str) -> bool:
+    """The budget of the whole bot on a channel (``telegram:*``), not of one chat."""
+    return key.endswith(":*")
+
+
 def idempotent(message: OutMessage) -> bool:
     """Editing a remembered message in place may safely be done twice."""
     return bool(message.edit and message.ref)
@@ -369,8 +374,8 @@ class Sender:
         return chosen
 
     def _slots(self) -> int:
-        """Runs this process may start now: a bounded number of sends at once keeps the
-        HTTP client's pool small (its cost per request grows with open connections)."""
+        """Runs this process may start now: a bounded number of sends at once (runs
+        waiting for their budget to free do not count; they hold no connection)."""
         return max(0, min(BATCH, self.config.concurrency - len(self._sends) + self._leading))
 
     async def _choose(self, session, plan: "Plan", wall: float, mono: float, now: datetime,
@@ -427,9 +432,9 @@ class Sender:
             # Ahead only of the bot-wide budget, when it is what the message waits for:
             # ahead of a chat's own budget, the bot's share it holds would sit idle.
             waits_for_bot = at is not None and any(
-                k.endswith(":*") and ready[k] >= at for k in short)
+                _bot_wide(k) and ready[k] >= at for k in short)
             if short and not (waits_for_bot and at - wall <= LEAD):
-                bot_short = any(k.endswith(":*") for k in short)
+                bot_short = any(_bot_wide(k) for k in short)
                 if head or bot_short:  # the next pass when the budget frees
                     self._pause = min(self._pause, at - wall - LEAD if waits_for_bot
                                       else max(ledger.free_in(k) for k in short))
@@ -439,12 +444,10 @@ class Sender:
                 return None
             for key in windows:
                 ledger.spend(key, cost)
-            doubt = None
             # a run goes out back to back, its outcomes recorded meanwhile: any row of it a
             # dead process had leased may have left
             if row.lease_owner is not None and not idempotent(message):
-                doubt = f"sent again: sender {row.lease_owner} stopped mid-send"
-                doubted.append((row.id, doubt))
+                doubted.append((row.id, f"sent again: sender {row.lease_owner} stopped mid-send"))
                 log.warning("outbox %s to %s was in flight when %s stopped: sending again",
                             row.id, row.chat_id, row.lease_owner)
                 self.stats["uncertain"] += 1

@@ -14,11 +14,7 @@ from collections.abc import Awaitable
 
 from telegram import Update
 from telegram.ext import BaseUpdateProcessor
-from telegram.request import BaseRequest
-
-from bot.http import AiohttpRequest
-
-DEFAULT_NONE = BaseRequest.DEFAULT_NONE
+from bot.http import DEFAULT_NONE, AiohttpRequest
 
 log = logging.getLogger(__name__)
 
