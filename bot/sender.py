@@ -426,6 +426,9 @@ class Sender:
                 if head:
                     await self._unsendable(session, row, exc)
                 return None  # behind a run: it will be the head, and marked, in its turn
+            # a row read after the plan may name another chat by now (``/forget``
+            # rewrites chat ids): its budgets are loaded as it comes
+            await ledger.load(windows)
             short = [key for key in windows if ledger.room(key) < cost]
             ready = {key: ledger.ready_at(key, cost) for key in short}
             at = None if None in ready.values() else max(ready.values(), default=wall)
