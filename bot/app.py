@@ -9,10 +9,12 @@ from collections.abc import Callable
 from datetime import datetime
 
 from sqlalchemy import delete, select
+from telegram import Update
 from telegram.ext import Application, ApplicationBuilder
 
 from bot.config import Config
 from bot.http import AiohttpRequest
+from bot.journal import UpdateJournal
 from bot import webhook
 from bot.migrate import upgrade
 from bot.observability import Metrics
@@ -62,6 +64,7 @@ class Whistle:
         self._own_web = web_ref is None
         self.metrics = Metrics()
         self.wecom = None  # the WeCom channel (bot/wecom/service.py) when [wecom] enabled
+        self.journal: UpdateJournal | None = None  # long polling's fetched updates
 
     async def prepare(self) -> None:
         """Migrate the schema, import the org file if it changed, build the router."""
@@ -86,15 +89,20 @@ class Whistle:
 
     def build_telegram(self) -> Application:
         tg = self.config.telegram
+        if tg.mode == "polling":  # the token starts with the bot's id
+            bot_id = int(tg.token.split(":", 1)[0]) if tg.token.split(":", 1)[0].isdigit() else 0
+            self.journal = UpdateJournal(self.db, bot_id, self.core.now)
         builder = (ApplicationBuilder().token(tg.token).base_url(tg.base_url)
                    .base_file_url(tg.base_file_url)
-                   .concurrent_updates(PerChatUpdateProcessor()))
+                   .concurrent_updates(PerChatUpdateProcessor(
+                       on_done=self.journal.handled if self.journal else None)))
         # aiohttp, not PTB's httpx (bot/http.py); a local Bot API server (or the sandbox)
         # over plain HTTP needs no TLS and so no CA bundle
         verify = not tg.base_url.startswith("http://")
         builder = (builder.request(AiohttpRequest(verify=verify))
                    .get_updates_request(TolerantUpdatesRequest(
-                       connection_pool_size=1, read_timeout=tg.poll_timeout + 10, verify=verify)))
+                       connection_pool_size=1, read_timeout=tg.poll_timeout + 10, verify=verify,
+                       journal=self.journal)))
         application = builder.build()
         application.bot_data["whistle"] = self
         register(application)
@@ -116,6 +124,8 @@ class Whistle:
         self.db.on_commit(self.sender.wake)
         await self.application.initialize()
         await self.application.start()
+        if self.journal is not None:
+            await self._replay(self.journal)
         if self.config.telegram.mode == "polling":
             await self.application.updater.start_polling(
                 poll_interval=0, timeout=self.config.telegram.poll_timeout,
@@ -132,6 +142,21 @@ class Whistle:
         if self.config.telegram.mode == "webhook":  # updates now arrive on our web server
             await webhook.register(self.application.bot, self.config.telegram, ALLOWED_UPDATES)
         log.info("Whistle is running as @%s", self.application.bot.username)
+
+    async def _replay(self, journal: UpdateJournal) -> None:
+        """The updates a killed process had fetched and not handled, before any new one."""
+        left = await journal.left_over()
+        for payload in left:
+            try:
+                update = Update.de_json(payload, self.application.bot)
+            except Exception:  # it parsed when it was fetched; nothing to do with it now
+                log.exception("journalled update %s cannot be read", payload.get("update_id"))
+                journal.handled(payload.get("update_id"))
+                continue
+            await self.application.update_queue.put(update)
+        if left:
+            log.warning("handling %d updates a previous process fetched and did not finish",
+                        len(left))
 
     async def stop(self) -> None:
         """Stop taking updates, let handlers finish, drain the sender, then close the
@@ -151,6 +176,8 @@ class Whistle:
                 await self.application.updater.stop()
             if self.application.running:
                 await self.application.stop()
+        if self.journal is not None:
+            await self.journal.flush()
         if self.sender is not None:
             await self.sender.stop()
         if self.application is not None:
@@ -164,7 +191,8 @@ class Whistle:
         if inp.photo is not None and inp.photo.data is not None and not inp.photo.cleaned:
             inp = replace(inp, photo=await self._clean(inp.photo))
         try:
-            reply = await self.db.run(lambda session: inbound.handle(session, self.core, inp))
+            reply = await self.db.run(lambda session: inbound.handle(session, self.core, inp),
+                                     inline=True)
         except Exception:
             self.metrics.update_handled(inp.sender.channel, None)
             raise

@@ -11,6 +11,7 @@ the sender can tell "never sent" (no connection) from "maybe sent" (`never_sent`
 from __future__ import annotations
 
 import ssl
+import urllib.request
 
 import aiohttp
 import certifi
@@ -28,7 +29,8 @@ class AiohttpRequest(BaseRequest):
     """One aiohttp session with a bounded pool of keep-alive connections; timeouts as
     in HTTPXRequest (read, write, connect, and the wait for a free connection)."""
 
-    __slots__ = ("_session", "pool_size", "timeouts", "media_write_timeout", "_verify")
+    __slots__ = ("_session", "pool_size", "timeouts", "media_write_timeout", "_verify",
+                 "_proxies", "_proxy_of")
 
     def __init__(self, connection_pool_size: int = 256, read_timeout: float | None = 5.0,
                  write_timeout: float | None = 5.0, connect_timeout: float | None = 5.0,
@@ -40,6 +42,8 @@ class AiohttpRequest(BaseRequest):
                          "connect": connect_timeout, "pool": pool_timeout}
         self.media_write_timeout = media_write_timeout
         self._verify = verify
+        self._proxies: dict[str, str] = {}
+        self._proxy_of: dict[str, str | None] = {}  # "scheme://host[:port]" -> proxy URL
 
     @property
     def read_timeout(self) -> float | None:
@@ -49,11 +53,15 @@ class AiohttpRequest(BaseRequest):
         if self._session is None or self._session.closed:
             tls = ssl.create_default_context(cafile=certifi.where()) if self._verify else False
             connector = aiohttp.TCPConnector(limit=self.pool_size, ssl=tls)
-            # trust_env: HTTPS_PROXY / NO_PROXY apply, as they did with httpx (a bot in
-            # mainland China reaches Telegram through a proxy)
+            # HTTP(S)_PROXY / NO_PROXY apply, as they did with httpx (a bot in mainland
+            # China reaches Telegram through a proxy): read once here. aiohttp's own
+            # trust_env would look for a .netrc file in a worker thread on every request.
+            self._proxies = {scheme: proxy for scheme, proxy in
+                             urllib.request.getproxies_environment().items() if scheme != "no"}
+            self._proxy_of = {}
             self._session = aiohttp.ClientSession(
                 connector=connector, headers={"User-Agent": self.USER_AGENT},
-                skip_auto_headers=("Accept-Encoding",), trust_env=True)
+                skip_auto_headers=("Accept-Encoding",))
 
     async def shutdown(self) -> None:
         if self._session is not None and not self._session.closed:
@@ -81,12 +89,25 @@ class AiohttpRequest(BaseRequest):
             sock_connect=connect, sock_read=read)
         try:
             async with self._session.request(method, url, data=_body(request_data, files),
-                                             timeout=timeout) as response:
+                                             timeout=timeout, proxy=self._proxy(url)) as response:
                 return response.status, await response.read()
         except TimeoutError as exc:  # aiohttp's timeouts are TimeoutError too
             raise TimedOut from exc
         except aiohttp.ClientError as exc:
             raise NetworkError(f"aiohttp.{type(exc).__name__}: {exc}") from exc
+
+    def _proxy(self, url: str) -> str | None:
+        """The proxy for this URL's scheme, unless NO_PROXY names its host (per origin,
+        remembered: every call goes to the same Bot API server)."""
+        if not self._proxies:
+            return None
+        origin = "/".join(url.split("/", 3)[:3])
+        if origin not in self._proxy_of:
+            scheme, _, netloc = origin.partition("://")
+            host = netloc.rsplit("@", 1)[-1]
+            bypass = urllib.request.proxy_bypass_environment(host)
+            self._proxy_of[origin] = None if bypass else self._proxies.get(scheme)
+        return self._proxy_of[origin]
 
     def _given(self, value, name: str) -> float | None:
         return self.timeouts[name] if isinstance(value, DefaultValue) else value

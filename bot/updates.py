@@ -10,33 +10,49 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
+
+from typing import TYPE_CHECKING
 
 from telegram import Update
+from telegram.error import NetworkError
 from telegram.ext import BaseUpdateProcessor
+
 from bot.http import DEFAULT_NONE, AiohttpRequest
+
+if TYPE_CHECKING:
+    from bot.journal import UpdateJournal
 
 log = logging.getLogger(__name__)
 
 
 class PerChatUpdateProcessor(BaseUpdateProcessor):
-    def __init__(self, max_concurrent_updates: int = 64):
+    def __init__(self, max_concurrent_updates: int = 64,
+                 on_done: Callable[[int], None] | None = None):
+        """``on_done(update_id)``: an update's handlers ran (not when cancelled by a stop)."""
         super().__init__(max_concurrent_updates)
         self._slots = asyncio.Semaphore(max_concurrent_updates)
         self._locks: dict[object, asyncio.Lock] = {}
         self._users: dict[object, int] = {}
+        self.on_done = on_done
 
     async def process_update(self, update: object, coroutine: Awaitable) -> None:
         key = _chat_key(update)
         lock = self._locks.setdefault(key, asyncio.Lock())
         self._users[key] = self._users.get(key, 0) + 1
+        cancelled = False
         try:
             async with lock, self._slots:
                 await self.do_process_update(update, coroutine)
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
         finally:
             self._users[key] -= 1
             if not self._users[key]:
                 del self._users[key], self._locks[key]
+            if not cancelled and self.on_done is not None and isinstance(update, Update):
+                self.on_done(update.update_id)
 
     async def do_process_update(self, update: object, coroutine: Awaitable) -> None:
         await coroutine
@@ -58,7 +74,15 @@ class TolerantUpdatesRequest(AiohttpRequest):
     """The getUpdates connection, made tolerant of one update python-telegram-bot cannot
     parse: PTB parses a batch all at once, so one bad update (a field shape it does not
     know) would fail every getUpdates and stop the bot for good. Such an update is kept
-    as its bare ``update_id`` — no handler matches it, and the offset moves past it."""
+    as its bare ``update_id`` — no handler matches it, and the offset moves past it.
+
+    With a ``journal`` (bot/journal.py), each batch is written to the database before
+    python-telegram-bot sees it; if that fails, the batch is refused as a network error,
+    so it is not confirmed to Telegram and comes again with the next poll."""
+
+    def __init__(self, *args, journal: "UpdateJournal | None" = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.journal = journal
 
     async def do_request(self, url: str, method: str, request_data=None, read_timeout=DEFAULT_NONE,
                          write_timeout=DEFAULT_NONE, connect_timeout=DEFAULT_NONE,
@@ -77,6 +101,12 @@ class TolerantUpdatesRequest(AiohttpRequest):
         if not isinstance(updates, list):
             return code, payload
         kept = [_parseable(raw) for raw in updates]
+        if self.journal is not None:
+            try:
+                await self.journal.record([u for u in kept if u is not None])
+            except Exception as exc:
+                log.warning("could not journal %d updates; they come again: %r", len(kept), exc)
+                raise NetworkError("the update journal could not be written") from exc
         if kept == updates:
             return code, payload
         return code, json.dumps({**body, "result": [u for u in kept if u is not None]}).encode()

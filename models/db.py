@@ -1,16 +1,28 @@
 """Engine and transactions. Each core action runs in one transaction; on SQLite
 writes take the lock up front (BEGIN IMMEDIATE) so concurrent writers wait for
-each other instead of failing half-way, and a briefly locked database is retried."""
+each other instead of failing half-way, and a briefly locked database is retried.
+
+On SQLite, the short transactions every update and every send make (``run(...,
+inline=True)``) call SQLite on the event loop's own thread: such a statement takes
+microseconds, while handing it to aiosqlite's worker thread and back costs the loop
+more than the statement (a queue, a future, a wake-up through the self-pipe). Long
+ones (reports, sweeps, exports) keep the worker thread, so the loop stays free."""
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import sqlite3
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import TypeVar
 
+import aiosqlite
 from sqlalchemy import event
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -18,31 +30,63 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 LOCK_RETRIES = 8
+BUSY_MS = 5000  # SQLite's busy timeout on the worker thread …
+LOCK_WAIT = 5.0  # … and how long an inline transaction waits for another process's lock
 QUEUED = "whistle.outbox"  # session.info flag: this transaction queued messages
+# set while an inline transaction runs: its SQLite calls stay on the loop's thread
+INLINE: ContextVar[bool] = ContextVar("whistle.db.inline", default=False)
+
+
+class LoopConnection(aiosqlite.Connection):
+    """aiosqlite's connection, calling SQLite directly while ``INLINE`` is set. The two
+    never overlap: a transaction awaits each call before the next, inline or not."""
+
+    async def _execute(self, fn, *args, **kwargs):
+        if INLINE.get() and self._connection is not None:
+            return fn(*args, **kwargs)
+        return await super()._execute(fn, *args, **kwargs)
 
 
 def make_engine(url: str, pool_size: int = 10, max_overflow: int = 30) -> AsyncEngine:
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 15})
+        engine = create_async_engine(url, async_creator=functools.partial(_sqlite_connect, url))
         _sqlite_pragmas(engine)
         return engine
     return create_async_engine(url, pool_pre_ping=True, pool_size=pool_size,
                                max_overflow=max_overflow)
 
 
+def _sqlite_connect(url: str) -> LoopConnection:
+    """What ``aiosqlite.connect`` makes, as a ``LoopConnection``; the URL's file and
+    options are read as SQLAlchemy reads them."""
+    args, kwargs = make_url(url).get_dialect()().create_connect_args(make_url(url))
+    kwargs = {**kwargs, "timeout": 15, "check_same_thread": False}
+    connection = LoopConnection(functools.partial(sqlite3.connect, *args, **kwargs), 64)
+    connection._thread.daemon = True  # as SQLAlchemy's aiosqlite dialect does
+    return connection
+
+
 def _sqlite_pragmas(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "connect")
-    def _connect(dbapi_conn, _record):
+    def _connect(dbapi_conn, record):
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA busy_timeout=5000")
+        cur.execute(f"PRAGMA busy_timeout={BUSY_MS}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.close()
+        record.info["busy_ms"] = BUSY_MS
 
     @event.listens_for(engine.sync_engine, "begin")
     def _begin(conn):
+        # Inline, SQLite must not sleep in its busy handler (that would stop the whole
+        # loop while another process holds the lock): ``run`` waits asynchronously instead.
+        busy = 0 if INLINE.get() else BUSY_MS
+        info = conn.connection.info
+        if info.get("busy_ms") != busy:
+            conn.exec_driver_sql(f"PRAGMA busy_timeout={busy}")
+            info["busy_ms"] = busy
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
@@ -118,16 +162,22 @@ class Database:
         """Called after a ``run`` that queued outgoing messages (the sender wakes up on it)."""
         self._after_commit.append(callback)
 
-    async def run(self, action: Callable[[AsyncSession], Awaitable[T]], urgent: bool = False) -> T:
+    async def run(self, action: Callable[[AsyncSession], Awaitable[T]], urgent: bool = False,
+                  inline: bool = False) -> T:
         """Run ``action`` in a fresh transaction, retrying if the database is briefly locked.
-        ``urgent``: a short transaction others wait on (the sender's), first in line on SQLite."""
+        ``urgent``: a short transaction others wait on (the sender's), first in line on SQLite.
+        ``inline``: a short transaction, run on the loop's thread on SQLite (see above)."""
         delay = 0.05
         for attempt in range(LOCK_RETRIES):
             try:
                 async with self._turn(urgent):
-                    async with self.sessions() as session, session.begin():
-                        result = await action(session)
-                queued = session.info.get(QUEUED, False)
+                    # set either way: a task started inside an inline action inherits it
+                    token = INLINE.set(inline and self._turns is not None)
+                    try:
+                        result, queued = await (self._inline(action) if INLINE.get()
+                                                else self._transaction(action))
+                    finally:
+                        INLINE.reset(token)
                 break
             except (OperationalError, DBAPIError) as exc:
                 if not is_lock_error(exc) or attempt == LOCK_RETRIES - 1:
@@ -139,6 +189,26 @@ class Database:
             for callback in self._after_commit:
                 callback()
         return result
+
+    async def _transaction(self, action: Callable[[AsyncSession], Awaitable[T]]) -> tuple[T, bool]:
+        """(what ``action`` returned, whether it queued messages), once committed."""
+        async with self.sessions() as session, session.begin():
+            result = await action(session)
+        return result, session.info.get(QUEUED, False)
+
+    async def _inline(self, action: Callable[[AsyncSession], Awaitable[T]]) -> tuple[T, bool]:
+        """The transaction with SQLite called inline. Another process's write lock is
+        waited for here, holding this process's turn (so the order of arrival is kept),
+        with short sleeps that leave the loop free."""
+        started, pause = time.monotonic(), 0.002
+        while True:
+            try:
+                return await self._transaction(action)
+            except (OperationalError, DBAPIError) as exc:
+                if not is_lock_error(exc) or time.monotonic() - started > LOCK_WAIT:
+                    raise
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.1)
 
     def queued(self) -> int:
         """Transactions waiting for their turn in this process (SQLite; 0 on PostgreSQL)."""

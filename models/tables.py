@@ -332,6 +332,19 @@ class Inbox(Base):
     received_at: Mapped[datetime] = mapped_column(index=True)
 
 
+class ReceivedUpdate(Base):
+    """A Telegram update fetched by long polling and not yet handled. Polling confirms a
+    batch to Telegram when it asks for the next one, which may be before the batch was
+    handled: each batch is written here first, so a process killed in between leaves
+    its updates for the next start instead of losing them (bot/journal.py)."""
+
+    __tablename__ = "received_update"
+    bot_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    payload: Mapped[dict[str, Any]]
+    received_at: Mapped[datetime]
+
+
 class StaffUser(Base):
     """A command-centre dashboard login. ``unit_id`` scopes what the user sees (None with
     ``is_admin``: the whole district)."""

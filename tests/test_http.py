@@ -88,3 +88,19 @@ async def test_an_http_proxy_from_the_environment_is_used(server, monkeypatch):
 async def test_not_initialized_is_an_error_not_a_hang():
     with pytest.raises(RuntimeError, match="not initialized"):
         await AiohttpRequest().do_request("http://127.0.0.1:9/x", "POST")
+
+
+async def test_no_proxy_hosts_are_reached_directly(server, monkeypatch):
+    """NO_PROXY names hosts reached without the proxy (a Bot API server on the LAN)."""
+    url, seen = server
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.delenv("no_proxy", raising=False)
+    request = AiohttpRequest(verify=False)
+    await request.initialize()
+    try:
+        code, _ = await request.do_request(url + "/bot1:x/getMe", "POST")
+    finally:
+        await request.shutdown()
+    assert code == 200
+    assert seen[-1][1] == url + "/bot1:x/getMe"  # asked of the server itself, not of a proxy

@@ -1,0 +1,78 @@
+"""SQLite called on the event loop's thread for short transactions (models/db.py):
+where the calls run, and that another process's write lock is waited for without
+stopping the loop. On an SQLite file of their own, whichever database the suite runs
+on: PostgreSQL's driver has no worker thread to skip."""
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+
+import pytest
+from sqlalchemy import event, text
+
+from models.db import Database
+
+
+@pytest.fixture
+def database_path(tmp_path):
+    return tmp_path / "inline.db"
+
+
+@pytest.fixture
+async def db(database_path):
+    database = Database(f"sqlite+aiosqlite:///{database_path}")
+
+    @event.listens_for(database.engine.sync_engine, "connect")
+    def _thread_function(dbapi_conn, _record):
+        dbapi_conn.create_function("thread_id", 0, threading.get_ident)
+    yield database
+    await database.dispose()
+
+
+async def thread_of(session) -> int:
+    return await session.scalar(text("SELECT thread_id()"))
+
+
+async def test_inline_transactions_call_sqlite_on_the_loops_thread(db):
+    loop_thread = threading.get_ident()
+    assert await db.run(thread_of, inline=True) == loop_thread
+    assert await db.run(thread_of) != loop_thread  # long ones keep aiosqlite's worker
+
+
+async def test_a_task_started_inside_an_inline_transaction_is_not_inline(db):
+    """The flag is a context variable, which a task inherits: ``run`` sets it either way."""
+    later: list[asyncio.Task] = []
+
+    async def action(session):
+        later.append(asyncio.create_task(db.run(thread_of)))
+        return await thread_of(session)
+    assert await db.run(action, inline=True) == threading.get_ident()
+    assert await later[0] != threading.get_ident()
+
+
+async def test_another_process_holding_the_lock_is_waited_for_without_stopping_the_loop(
+        db, database_path):
+    await db.run(lambda s: s.execute(text("SELECT 1")))  # the file exists, in WAL mode
+    blocker = sqlite3.connect(database_path, isolation_level=None, check_same_thread=False)
+    blocker.execute("BEGIN IMMEDIATE")
+    ticks = 0
+
+    async def ticker():
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+    clock = asyncio.create_task(ticker())
+    try:
+        write = asyncio.create_task(db.run(lambda s: s.execute(text(
+            "CREATE TABLE held (id INTEGER)")), inline=True))
+        await asyncio.sleep(0.5)
+        assert not write.done()  # still waiting for the lock …
+        assert ticks >= 10  # … and the loop went on meanwhile (SQLite's busy wait would block it)
+        blocker.execute("COMMIT")
+        await asyncio.wait_for(write, 10)
+    finally:
+        clock.cancel()
+        blocker.close()
+    assert await db.run(lambda s: s.scalar(text("SELECT count(*) FROM held")), inline=True) == 0
