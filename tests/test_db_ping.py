@@ -1,0 +1,56 @@
+"""PostgreSQL connections cut while they rested in the pool (a server restart) are
+replaced before a transaction uses them (models/db.py: a ping after a rest, not at every
+checkout). PostgreSQL only: an SQLite file has no server to lose; in the SQLite half
+of the suite these tests are skipped, and they run in the PostgreSQL half."""
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from models.db import Database
+
+
+@pytest.fixture
+def pg_url(database_url):
+    if not database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL only (runs in the PostgreSQL half of the suite)")
+    return database_url
+
+
+async def cut_connections(url: str) -> int:
+    """What a server restart does to the pool: every other connection to the database ends."""
+    admin = await asyncpg.connect(url.replace("+asyncpg", ""))
+    try:
+        return await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    finally:
+        await admin.close()
+
+
+async def test_a_connection_cut_while_resting_is_replaced(pg_url):
+    db = Database(pg_url, rest_before_ping=0.05)
+    try:
+        assert await db.run(lambda s: s.scalar(text("SELECT 1"))) == 1
+        assert await cut_connections(pg_url) >= 1
+        await asyncio.sleep(0.1)  # it rested: the next checkout pings it and finds it gone
+        assert await db.run(lambda s: s.scalar(text("SELECT 2"))) == 2
+    finally:
+        await db.dispose()
+
+
+async def test_without_the_ping_the_cut_connection_fails_the_transaction(pg_url):
+    """The control: the test above really meets a dead connection."""
+    db = Database(pg_url, rest_before_ping=3600)
+    try:
+        assert await db.run(lambda s: s.scalar(text("SELECT 1"))) == 1
+        assert await cut_connections(pg_url) >= 1
+        with pytest.raises(DBAPIError):
+            await db.run(lambda s: s.scalar(text("SELECT 2")))
+        assert await db.run(lambda s: s.scalar(text("SELECT 3"))) == 3  # and it is replaced
+    finally:
+        await db.dispose()
