@@ -24,6 +24,7 @@ from bot.updates import PerChatUpdateProcessor, TolerantUpdatesRequest
 from bot.web import WebServer, WhistleRef, build_app
 from handlers.telegram import register
 from models import inbound
+from models.report_commands import HEAVY_COMMANDS
 from models.context import Core, utcnow
 from models.db import Database
 from models.i18n import I18n, normalise
@@ -173,6 +174,8 @@ class Whistle:
             await self.scheduler.drain()
         if self.application is not None:
             if self.application.updater.running:
+                if self.journal is not None:
+                    self.journal.stopping = True
                 await self.application.updater.stop()
             if self.application.running:
                 await self.application.stop()
@@ -191,8 +194,10 @@ class Whistle:
         if inp.photo is not None and inp.photo.data is not None and not inp.photo.cleaned:
             inp = replace(inp, photo=await self._clean(inp.photo))
         try:
+            # short, so on SQLite it calls SQLite on the loop's thread (models/db.py)
+            heavy = inp.kind == "command" and inp.command in HEAVY_COMMANDS
             reply = await self.db.run(lambda session: inbound.handle(session, self.core, inp),
-                                     inline=True)
+                                     inline=not heavy)
         except Exception:
             self.metrics.update_handled(inp.sender.channel, None)
             raise

@@ -4,7 +4,7 @@ python-telegram-bot's updater confirms a batch to Telegram (the next ``getUpdate
 offset) as soon as it has queued it, not once it was handled: a process killed in
 between lost those updates — a resident's step went unanswered. So every batch is
 written to ``received_update`` before python-telegram-bot sees it, an update leaves
-the journal once its handler has run (deleted with the next batch, in one statement),
+the journal once its handler has run (deleted with the next batch, in its transaction),
 and a start hands whatever a killed process left to the application first.
 
 An update handled before the kill and replayed is recognised by the inbox (its key is
@@ -21,6 +21,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from models.db import Database
+from models.inbox import KEEP
 from models.tables import ReceivedUpdate
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,9 @@ class UpdateJournal:
     def __init__(self, db: Database, bot_id: int, clock: Callable[[], datetime]):
         self.db, self.bot_id, self.clock = db, bot_id, clock
         self._handled: list[int] = []  # update ids whose handlers ran, to delete
+        # set when polling stops: the updater's last getUpdates (``timeout=0``) fetches an
+        # update only to drop it unconfirmed, and Telegram sends it again at the next start
+        self.stopping = False
 
     async def record(self, updates: list[dict]) -> None:
         """Write a fetched batch (and forget the updates handled since the last one).
@@ -37,7 +41,8 @@ class UpdateJournal:
         done, self._handled = self._handled, []
         rows = [{"bot_id": self.bot_id, "update_id": u["update_id"], "payload": u,
                  "received_at": self.clock()} for u in updates
-                if isinstance(u, dict) and isinstance(u.get("update_id"), int)]
+                if isinstance(u, dict) and isinstance(u.get("update_id"), int)
+                and not self.stopping]
 
         async def write(session) -> None:
             if rows:
@@ -59,10 +64,20 @@ class UpdateJournal:
         self._handled.append(update_id)
 
     async def left_over(self) -> list[dict]:
-        """Updates a previous process fetched and did not finish, oldest first."""
-        return list(await self.db.run(lambda s: s.scalars(
-            select(ReceivedUpdate.payload).where(ReceivedUpdate.bot_id == self.bot_id)
-            .order_by(ReceivedUpdate.update_id))))
+        """Updates a previous process fetched and did not finish, oldest first. Rows older
+        than the inbox keeps its keys are dropped, not replayed: the inbox could no longer
+        tell whether they were handled (and a week-old step helps nobody)."""
+        since = self.clock() - KEEP
+
+        async def read(session) -> list[dict]:
+            stale = await session.execute(delete(ReceivedUpdate).where(
+                ReceivedUpdate.bot_id == self.bot_id, ReceivedUpdate.received_at < since))
+            if stale.rowcount:
+                log.warning("dropped %d journalled updates older than %s", stale.rowcount, KEEP)
+            return list(await session.scalars(
+                select(ReceivedUpdate.payload).where(ReceivedUpdate.bot_id == self.bot_id)
+                .order_by(ReceivedUpdate.update_id)))
+        return await self.db.run(read)
 
     async def flush(self) -> None:
         """At a clean stop: forget what was handled since the last batch."""

@@ -2,11 +2,14 @@
 writes take the lock up front (BEGIN IMMEDIATE) so concurrent writers wait for
 each other instead of failing half-way, and a briefly locked database is retried.
 
-On SQLite, the short transactions every update and every send make (``run(...,
-inline=True)``) call SQLite on the event loop's own thread: such a statement takes
+On SQLite, the transaction of each update (``run(..., inline=True)``) calls SQLite on
+the event loop's own thread, through connections of its own: such a statement takes
 microseconds, while handing it to aiosqlite's worker thread and back costs the loop
-more than the statement (a queue, a future, a wake-up through the self-pipe). Long
-ones (reports, sweeps, exports) keep the worker thread, so the loop stays free."""
+more than the statement (a queue, a future, a wake-up through the self-pipe). The rest
+(the sender's passes over its queue, reports, sweeps, exports) keep the worker thread,
+where SQLite's C code runs beside the loop, on another core. The inline connections
+never sleep in SQLite's busy handler (``run`` waits for another process's lock with
+``asyncio.sleep``) and leave the WAL checkpoints, which copy and fsync, to the others."""
 from __future__ import annotations
 
 import asyncio
@@ -17,7 +20,6 @@ import sqlite3
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
 from typing import TypeVar
 
 import aiosqlite
@@ -32,27 +34,31 @@ T = TypeVar("T")
 LOCK_RETRIES = 8
 BUSY_MS = 5000  # SQLite's busy timeout on the worker thread …
 LOCK_WAIT = 5.0  # … and how long an inline transaction waits for another process's lock
+# WAL pages before a commit checkpoints: SQLite's default on the worker thread; inline
+# only as a backstop (the worker thread's commits come first: every update sends)
+CHECKPOINT_PAGES = {False: 1000, True: 20000}
 REST_BEFORE_PING = 2.0  # seconds a pooled PostgreSQL connection rests before it is checked
 QUEUED = "whistle.outbox"  # session.info flag: this transaction queued messages
-# set while an inline transaction runs: its SQLite calls stay on the loop's thread
-INLINE: ContextVar[bool] = ContextVar("whistle.db.inline", default=False)
 
 
 class LoopConnection(aiosqlite.Connection):
-    """aiosqlite's connection, calling SQLite directly while ``INLINE`` is set. The two
-    never overlap: a transaction awaits each call before the next, inline or not."""
+    """aiosqlite's connection (0.22; ``_execute`` is its one way to SQLite), calling
+    SQLite directly on the loop's thread once connected. Safe: a transaction awaits each
+    call before the next, and nothing else uses the connection meanwhile."""
 
     async def _execute(self, fn, *args, **kwargs):
-        if INLINE.get() and self._connection is not None:
+        if self._running and self._connection is not None:
             return fn(*args, **kwargs)
         return await super()._execute(fn, *args, **kwargs)
 
 
 def make_engine(url: str, pool_size: int = 10, max_overflow: int = 30,
-                rest_before_ping: float = REST_BEFORE_PING) -> AsyncEngine:
+                rest_before_ping: float = REST_BEFORE_PING, inline: bool = False) -> AsyncEngine:
+    """``inline``: SQLite called on the loop's thread (``LoopConnection``)."""
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, async_creator=functools.partial(_sqlite_connect, url))
-        _sqlite_pragmas(engine)
+        engine = create_async_engine(
+            url, async_creator=functools.partial(_sqlite_connect, url, inline))
+        _sqlite_pragmas(engine, inline)
         return engine
     engine = create_async_engine(url, pool_size=pool_size, max_overflow=max_overflow)
     _ping_after_rest(engine, rest_before_ping)
@@ -80,37 +86,33 @@ def _ping_after_rest(engine: AsyncEngine, rest: float) -> None:
             raise DisconnectionError(f"pooled connection is gone: {exc}") from exc
 
 
-def _sqlite_connect(url: str) -> LoopConnection:
-    """What ``aiosqlite.connect`` makes, as a ``LoopConnection``; the URL's file and
-    options are read as SQLAlchemy reads them."""
+def _sqlite_connect(url: str, inline: bool) -> aiosqlite.Connection:
+    """What ``aiosqlite.connect`` makes (a ``LoopConnection`` when ``inline``); the URL's
+    file and options are read as SQLAlchemy reads them."""
     args, kwargs = make_url(url).get_dialect()().create_connect_args(make_url(url))
-    kwargs = {**kwargs, "timeout": 15, "check_same_thread": False}
-    connection = LoopConnection(functools.partial(sqlite3.connect, *args, **kwargs), 64)
+    kwargs = {**kwargs, "timeout": 15, "check_same_thread": not inline}
+    kind = LoopConnection if inline else aiosqlite.Connection
+    connection = kind(functools.partial(sqlite3.connect, *args, **kwargs), 64)
     connection._thread.daemon = True  # as SQLAlchemy's aiosqlite dialect does
     return connection
 
 
-def _sqlite_pragmas(engine: AsyncEngine) -> None:
+def _sqlite_pragmas(engine: AsyncEngine, inline: bool) -> None:
     @event.listens_for(engine.sync_engine, "connect")
-    def _connect(dbapi_conn, record):
+    def _connect(dbapi_conn, _record):
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute(f"PRAGMA busy_timeout={BUSY_MS}")
+        # inline, SQLite's busy handler would stop the whole loop while another process
+        # holds the lock: ``Database.run`` waits for it with asyncio.sleep instead
+        cur.execute(f"PRAGMA busy_timeout={0 if inline else BUSY_MS}")
+        cur.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_PAGES[inline]}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.close()
-        record.info["busy_ms"] = BUSY_MS
 
     @event.listens_for(engine.sync_engine, "begin")
     def _begin(conn):
-        # Inline, SQLite must not sleep in its busy handler (that would stop the whole
-        # loop while another process holds the lock): ``run`` waits asynchronously instead.
-        busy = 0 if INLINE.get() else BUSY_MS
-        info = conn.connection.info
-        if info.get("busy_ms") != busy:
-            conn.exec_driver_sql(f"PRAGMA busy_timeout={busy}")
-            info["busy_ms"] = busy
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
@@ -173,6 +175,10 @@ class Database:
         self.url = url
         self.engine = make_engine(url, pool_size, max_overflow, rest_before_ping)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        # SQLite: the connections that call it on the loop's thread (``run(inline=True)``)
+        self.inline_engine = make_engine(url, inline=True) if url.startswith("sqlite") else None
+        self._inline_sessions = (async_sessionmaker(self.inline_engine, expire_on_commit=False)
+                                 if self.inline_engine is not None else None)
         self._after_commit: list[Callable[[], None]] = []
         # SQLite lets one writer in at a time, and its busy handler makes the others poll
         # with growing sleeps (up to 100 ms each): in one process they queue here instead.
@@ -196,15 +202,18 @@ class Database:
         for attempt in range(LOCK_RETRIES):
             try:
                 async with self._turn(urgent):
-                    # set either way: a task started inside an inline action inherits it
-                    token = INLINE.set(inline and self._turns is not None)
-                    try:
-                        result, queued = await (self._inline(action) if INLINE.get()
-                                                else self._transaction(action))
-                    finally:
-                        INLINE.reset(token)
+                    if inline and self._inline_sessions is not None:
+                        result, queued = await self._inline(action)
+                    else:
+                        result, queued = await self._transaction(action, self.sessions)
                 break
             except (OperationalError, DBAPIError) as exc:
+                if getattr(exc, "connection_invalidated", False) and attempt == 0:
+                    # the connection was cut (a failover, a reset) and the pool replaced
+                    # it: once more at once. Safe even if the commit had gone through: an
+                    # update's inbox key is in the transaction, so it is then a duplicate.
+                    log.warning("database connection lost, retrying (%s)", exc.orig)
+                    continue
                 if not is_lock_error(exc) or attempt == LOCK_RETRIES - 1:
                     raise
                 log.warning("database busy, retrying (%s)", exc.orig)
@@ -215,9 +224,10 @@ class Database:
                 callback()
         return result
 
-    async def _transaction(self, action: Callable[[AsyncSession], Awaitable[T]]) -> tuple[T, bool]:
+    async def _transaction(self, action: Callable[[AsyncSession], Awaitable[T]],
+                           sessions: async_sessionmaker) -> tuple[T, bool]:
         """(what ``action`` returned, whether it queued messages), once committed."""
-        async with self.sessions() as session, session.begin():
+        async with sessions() as session, session.begin():
             result = await action(session)
         return result, session.info.get(QUEUED, False)
 
@@ -228,7 +238,7 @@ class Database:
         started, pause = time.monotonic(), 0.002
         while True:
             try:
-                return await self._transaction(action)
+                return await self._transaction(action, self._inline_sessions)
             except (OperationalError, DBAPIError) as exc:
                 if not is_lock_error(exc) or time.monotonic() - started > LOCK_WAIT:
                     raise
@@ -244,3 +254,5 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self.inline_engine is not None:
+            await self.inline_engine.dispose()

@@ -14,6 +14,11 @@ from .tables import Unit
 from .sweep import command_centre
 
 
+# commands whose transaction reads a month of tickets: they keep SQLite's worker thread
+# (bot/app.py), so the event loop is not held up meanwhile
+HEAVY_COMMANDS = frozenset({"stats", "report"})
+
+
 def _say(session: AsyncSession, core: Core, inp: Input, text: str) -> None:
     enqueue(session, inp.chat, OutMessage(text=text), core.now())
 

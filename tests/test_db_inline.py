@@ -22,12 +22,14 @@ def database_path(tmp_path):
 @pytest.fixture
 async def db(database_path):
     database = Database(f"sqlite+aiosqlite:///{database_path}")
-
-    @event.listens_for(database.engine.sync_engine, "connect")
-    def _thread_function(dbapi_conn, _record):
-        dbapi_conn.create_function("thread_id", 0, threading.get_ident)
+    for engine in (database.engine, database.inline_engine):
+        event.listen(engine.sync_engine, "connect", _thread_function)
     yield database
     await database.dispose()
+
+
+def _thread_function(dbapi_conn, _record):
+    dbapi_conn.create_function("thread_id", 0, threading.get_ident)
 
 
 async def thread_of(session) -> int:
@@ -40,8 +42,18 @@ async def test_inline_transactions_call_sqlite_on_the_loops_thread(db):
     assert await db.run(thread_of) != loop_thread  # long ones keep aiosqlite's worker
 
 
+async def test_inline_connections_never_sleep_in_sqlites_busy_handler(db):
+    """It would stop the loop: ``run`` waits for the lock instead (the test below). They
+    also leave the WAL checkpoints (a copy and an fsync) to the worker thread's commits."""
+    pragma = lambda name: lambda s: s.scalar(text(f"PRAGMA {name}"))  # noqa: E731
+    assert await db.run(pragma("busy_timeout"), inline=True) == 0
+    assert await db.run(pragma("busy_timeout")) == 5000
+    assert await db.run(pragma("wal_autocheckpoint")) == 1000
+    assert await db.run(pragma("wal_autocheckpoint"), inline=True) > 1000
+
+
 async def test_a_task_started_inside_an_inline_transaction_is_not_inline(db):
-    """The flag is a context variable, which a task inherits: ``run`` sets it either way."""
+    """Inline is a property of the transaction (its connection), not of the task."""
     later: list[asyncio.Task] = []
 
     async def action(session):

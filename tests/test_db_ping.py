@@ -32,7 +32,10 @@ async def cut_connections(url: str) -> int:
         await admin.close()
 
 
-async def test_a_connection_cut_while_resting_is_replaced(pg_url):
+LOST = "database connection lost"
+
+
+async def test_a_connection_cut_while_resting_is_replaced_before_use(pg_url, caplog):
     db = Database(pg_url, rest_before_ping=0.05)
     try:
         assert await db.run(lambda s: s.scalar(text("SELECT 1"))) == 1
@@ -41,16 +44,36 @@ async def test_a_connection_cut_while_resting_is_replaced(pg_url):
         assert await db.run(lambda s: s.scalar(text("SELECT 2"))) == 2
     finally:
         await db.dispose()
+    assert LOST not in caplog.text  # the transaction never met the dead connection
 
 
-async def test_without_the_ping_the_cut_connection_fails_the_transaction(pg_url):
-    """The control: the test above really meets a dead connection."""
+async def test_a_connection_cut_while_in_use_costs_one_retry(pg_url, caplog):
+    """Cut within the rest (no ping): the transaction meets the dead connection, the pool
+    replaces it, and ``run`` tries once more at once."""
     db = Database(pg_url, rest_before_ping=3600)
     try:
         assert await db.run(lambda s: s.scalar(text("SELECT 1"))) == 1
         assert await cut_connections(pg_url) >= 1
-        with pytest.raises(DBAPIError):
-            await db.run(lambda s: s.scalar(text("SELECT 2")))
-        assert await db.run(lambda s: s.scalar(text("SELECT 3"))) == 3  # and it is replaced
+        assert await db.run(lambda s: s.scalar(text("SELECT 2"))) == 2
     finally:
         await db.dispose()
+    assert LOST in caplog.text
+
+
+async def test_a_second_cut_in_a_row_is_an_error(pg_url):
+    """One retry, not a loop: a database that keeps dropping connections is reported."""
+    db = Database(pg_url, rest_before_ping=3600)
+    cuts = 0
+
+    async def cut_then_query(session):
+        nonlocal cuts
+        await session.scalar(text("SELECT 1"))
+        cuts += 1
+        await cut_connections(pg_url)
+        return await session.scalar(text("SELECT 2"))
+    try:
+        with pytest.raises(DBAPIError):
+            await db.run(cut_then_query)
+    finally:
+        await db.dispose()
+    assert cuts == 2

@@ -8,8 +8,10 @@ from __future__ import annotations
 import asyncio
 
 from sqlalchemy import func, insert, select
+from telegram import Update
 
 from bot.app import Whistle
+from bot.updates import PerChatUpdateProcessor
 from conftest import TOKEN
 from models.tables import ReceivedUpdate
 
@@ -142,3 +144,24 @@ async def test_a_batch_the_journal_cannot_take_is_not_confirmed(whistle, api, pe
     assert sum("Welcome" in t for t in texts) == 1
     rows = await whistle.db.run(lambda s: s.scalar(select(func.count()).select_from(ReceivedUpdate)))
     assert rows <= 1  # the handled update leaves with the next batch
+
+
+async def test_an_update_cancelled_by_a_stop_stays_in_the_journal():
+    """Only an update whose handlers ran leaves the journal: one cancelled mid-way (a
+    stop that did not wait) is replayed at the next start."""
+    done: list[int] = []
+    processor = PerChatUpdateProcessor(on_done=done.append)
+    update = Update.de_json(start_update(41, 9001), None)
+    await processor.process_update(update, asyncio.sleep(0))
+    assert done == [41]
+    started = asyncio.Event()
+
+    async def handler():
+        started.set()
+        await asyncio.sleep(3600)
+    task = asyncio.create_task(processor.process_update(Update.de_json(start_update(42, 9001), None),
+                                                        handler()))
+    await started.wait()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert done == [41]
