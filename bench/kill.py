@@ -23,10 +23,10 @@ Definitions (every report carries a unique description, so tickets can be matche
   settled, which the next sender sent again with their ``doubt``; reported with how many
   showed twice.
 - **unanswered steps**: dialogue steps not answered within ``--patience`` (default 90 s, longer
-  than the sender's 60-second lease that a killed process leaves on its chats), e.g. an update
-  lost in the kill (python-telegram-bot
-  confirms a batch of updates to Telegram when it asks for the next one, before handling
-  them), so the resident had to repeat it.
+  than the sender's 60-second lease that a killed process leaves on its chats), so the
+  resident repeated them. Before the update journal (bot/journal.py) an update fetched by
+  the killed process was lost (python-telegram-bot confirms a batch of updates to Telegram
+  when it asks for the next one, before handling them); now the next start handles it.
 
 Run: .venv/bin/python bench/kill.py [--db sqlite] [--reports 1000] [--residents 40] [--kills 8]"""
 import argparse

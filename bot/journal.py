@@ -54,7 +54,7 @@ class UpdateJournal:
         if not rows and not done:
             return
         try:
-            await self.db.run(write, inline=True)
+            await self.db.run(write, urgent=True, inline=True)  # every update waits on it
         except BaseException:
             self._handled = done + self._handled  # deleted with a later batch
             raise
