@@ -90,9 +90,10 @@ class Whistle:
 
     def build_telegram(self) -> Application:
         tg = self.config.telegram
-        if tg.mode == "polling":  # the token starts with the bot's id
-            bot_id = int(tg.token.split(":", 1)[0]) if tg.token.split(":", 1)[0].isdigit() else 0
-            self.journal = UpdateJournal(self.db, bot_id, self.core.now)
+        if tg.mode == "polling":
+            bot_id = tg.token.split(":", 1)[0]  # a token starts with its bot's id
+            self.journal = UpdateJournal(self.db, int(bot_id) if bot_id.isdigit() else 0,
+                                         self.core.now)
         builder = (ApplicationBuilder().token(tg.token).base_url(tg.base_url)
                    .base_file_url(tg.base_file_url)
                    .concurrent_updates(PerChatUpdateProcessor(

@@ -39,10 +39,10 @@ class UpdateJournal:
         """Write a fetched batch (and forget the updates handled since the last one).
         Raises if the database cannot take it: the batch must not be confirmed then."""
         done, self._handled = self._handled, []
-        rows = [{"bot_id": self.bot_id, "update_id": u["update_id"], "payload": u,
-                 "received_at": self.clock()} for u in updates
-                if isinstance(u, dict) and isinstance(u.get("update_id"), int)
-                and not self.stopping]
+        rows = [] if self.stopping else [
+            {"bot_id": self.bot_id, "update_id": u["update_id"], "payload": u,
+             "received_at": self.clock()} for u in updates
+            if isinstance(u, dict) and isinstance(u.get("update_id"), int)]
 
         async def write(session) -> None:
             if rows:
