@@ -165,3 +165,20 @@ async def test_an_update_cancelled_by_a_stop_stays_in_the_journal():
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert done == [41]
+
+
+async def test_a_clean_stop_leaves_nothing_to_replay(config, clock, api, people):
+    """Updates handled since the last batch leave the journal by the end of the stop (with
+    the updater's last getUpdates, or ``flush``): the next start replays nothing."""
+    people(9001, "Li Si", language="en")
+    service = Whistle(config, clock=clock)
+    await service.start()
+    try:
+        api.user_sends_text(9001, 9001, "/start")
+        await api.wait_message(9001, contains="Welcome")
+        api.user_sends_text(9001, 9001, "/help")
+        await api.wait_message(9001, contains="/my")
+    finally:
+        await service.stop()
+    assert await service.db.run(lambda s: s.scalar(
+        select(func.count()).select_from(ReceivedUpdate))) == 0
