@@ -21,10 +21,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from sqlalchemy import delete, select, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from models.db import upsert_insert
 from models.tables import RateCounter
 
 PREFIX = "send:"
@@ -142,7 +141,7 @@ async def record(session: AsyncSession, spent: list[tuple[dict[str, Window], int
             slot[0] += amount
     if not counts:
         return
-    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+    insert = upsert_insert(session.bind.dialect.name)
     statement = insert(RateCounter).values([
         {"key": key, "period": period, "count": count, "expires_at": expires}
         for (key, period), (count, expires) in counts.items()])

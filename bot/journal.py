@@ -17,10 +17,8 @@ from collections.abc import Callable
 from datetime import datetime
 
 from sqlalchemy import delete, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from models.db import Database
+from models.db import Database, upsert_insert
 from models.inbox import KEEP
 from models.tables import ReceivedUpdate
 
@@ -46,7 +44,7 @@ class UpdateJournal:
 
         async def write(session) -> None:
             if rows:
-                insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+                insert = upsert_insert(session.bind.dialect.name)
                 await session.execute(insert(ReceivedUpdate).on_conflict_do_nothing(), rows)
             if done:
                 await session.execute(delete(ReceivedUpdate).where(

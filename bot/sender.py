@@ -33,13 +33,11 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy import bindparam, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from bot.budget import Ledger, Window, lock_and_now, prune as prune_budgets, record
 from bot.config import SenderConfig
 from models import failures, limits
-from models.db import Database
+from models.db import Database, upsert_insert
 from models.messages import OutMessage
 from models.tables import MessageRef, Outbox
 
@@ -189,7 +187,7 @@ def _settled(outcome: Outcome) -> dict:
 
 async def remember(session, posted: dict[tuple[str, str, str], str], now: datetime) -> None:
     """Which message shows each ref now (one upsert for the batch)."""
-    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+    insert = upsert_insert(session.bind.dialect.name)
     statement = insert(MessageRef).values([
         {"channel": channel, "chat_id": chat_id, "ref": ref, "message_id": message_id,
          "created_at": now} for (channel, chat_id, ref), message_id in posted.items()])

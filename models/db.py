@@ -24,6 +24,8 @@ from typing import TypeVar
 
 import aiosqlite
 from sqlalchemy import event
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -89,7 +91,8 @@ def _ping_after_rest(engine: AsyncEngine, rest: float) -> None:
 def _sqlite_connect(url: str, inline: bool) -> aiosqlite.Connection:
     """What ``aiosqlite.connect`` makes (a ``LoopConnection`` when ``inline``); the URL's
     file and options are read as SQLAlchemy reads them."""
-    args, kwargs = make_url(url).get_dialect()().create_connect_args(make_url(url))
+    parsed = make_url(url)
+    args, kwargs = parsed.get_dialect()().create_connect_args(parsed)
     kwargs = {**kwargs, "timeout": 15, "check_same_thread": not inline}
     kind = LoopConnection if inline else aiosqlite.Connection
     connection = kind(functools.partial(sqlite3.connect, *args, **kwargs), 64)
@@ -114,6 +117,11 @@ def _sqlite_pragmas(engine: AsyncEngine, inline: bool) -> None:
     @event.listens_for(engine.sync_engine, "begin")
     def _begin(conn):
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def upsert_insert(dialect: str):
+    """``insert`` with ``on_conflict_do_*`` for the dialect: PostgreSQL's or SQLite's."""
+    return pg_insert if dialect == "postgresql" else sqlite_insert
 
 
 def is_lock_error(exc: BaseException) -> bool:

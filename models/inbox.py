@@ -7,10 +7,9 @@ import functools
 from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, delete
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from .db import upsert_insert
 from .tables import Inbox
 
 KEEP = timedelta(days=7)  # redeliveries come within minutes; a week is plenty
@@ -28,7 +27,7 @@ async def first_delivery(session: AsyncSession, channel: str, key: str, now: dat
 @functools.cache
 def _record(dialect: str):
     """The insert, built once per dialect (every update runs it)."""
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    insert = upsert_insert(dialect)
     return (insert(Inbox).values(channel=bindparam("inbox_channel"), key=bindparam("inbox_key"),
                                  received_at=bindparam("inbox_received"))
             .on_conflict_do_nothing(index_elements=["channel", "key"]))

@@ -9,10 +9,9 @@ import functools
 from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, delete, func, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from .db import upsert_insert
 from .tables import Ban, Person, RateCounter, Role, Ticket
 
 PREFIX = "limit:"
@@ -31,7 +30,7 @@ async def bump(session: AsyncSession, key: str, period: str, expires_at: datetim
 @functools.cache
 def _bump_statement(dialect: str):
     """The upsert returning the new count, built once per dialect."""
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    insert = upsert_insert(dialect)
     statement = insert(RateCounter).values(
         key=bindparam("counter_key"), period=bindparam("counter_period"),
         count=bindparam("amount"), expires_at=bindparam("counter_expires"))

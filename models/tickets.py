@@ -7,13 +7,12 @@ from datetime import datetime
 
 import structlog
 from sqlalchemy import bindparam, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from . import cards, deadlines, follow, org, votes, whistle
 from .cards import card_message, notify_reporter
 from .context import Core
+from .db import upsert_insert
 from .i18n import N_
 from .lifecycle import FINAL, LEVELS, OPEN, STATE_LABELS, WORKING, Action, State, TransitionError, check, sources
 from .messages import OutMessage, Target, enqueue
@@ -48,7 +47,7 @@ async def next_number(session: AsyncSession, core: Core, now: datetime) -> str:
 @functools.cache
 def _count_statement(dialect: str):
     """The day's counter upsert, built once per dialect."""
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    insert = upsert_insert(dialect)
     stmt = insert(TicketCounter).values(day=bindparam("counter_day"), last=1)
     stmt = stmt.on_conflict_do_update(index_elements=["day"], set_={"last": TicketCounter.last + 1})
     return stmt.returning(TicketCounter.last)
@@ -173,7 +172,7 @@ async def _remember_card(session: AsyncSession, ref: str, channel: str, chat_id:
 @functools.cache
 def _remember_statement(dialect: str):
     """The insert, built once per dialect."""
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    insert = upsert_insert(dialect)
     return (insert(MessageRef).values(ref=bindparam("ref_ref"), channel=bindparam("ref_channel"),
                                       chat_id=bindparam("ref_chat"), message_id=None)
             .on_conflict_do_nothing(index_elements=["ref", "channel", "chat_id"]))

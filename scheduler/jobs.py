@@ -6,13 +6,11 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.observability import log_context
 from models.context import Core
-from models.db import Database
+from models.db import Database, upsert_insert
 from models.digest import send_digests
 from models import inbox
 from models import org, periods
@@ -26,7 +24,7 @@ log = logging.getLogger(__name__)
 
 async def claim_run(session: AsyncSession, job: str, period: str, now: datetime) -> bool:
     """Insert (job, period) once; False if this or another process already ran it."""
-    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+    insert = upsert_insert(session.bind.dialect.name)
     result = await session.execute(insert(JobRun).values(job=job, period=period, started_at=now)
                                    .on_conflict_do_nothing(index_elements=["job", "period"]))
     return result.rowcount == 1
