@@ -3,7 +3,8 @@ service (its python-telegram-bot Application, long polling) against the fake Bot
 on loopback, many simulated residents at once; then, in the same run and on the same
 fake server, a bare python-telegram-bot echo bot (one MessageHandler that replies)
 driven by the same residents. Whistle's updates/s over the echo bot's is the figure
-(target >= 0.5).
+(target >= 0.5). Each line also gives the CPU per update over its measured part (the
+whole process's: fake server and residents included).
 
 Everything shares one process and one event loop (fake server, residents, bot), so
 the fake's own cost is in both figures. The sender's limits are set far above
@@ -34,8 +35,9 @@ DESCRIPTION = "Rubbish piling up by the gate, report {n} from resident {who}"
 
 
 async def whistle_run(kind: str, api, arrivals: Arrivals, residents: list[Resident],
-                      reports: int) -> tuple[float, int, int]:
-    """(seconds, dialogues, updates) for every resident filing ``reports`` reports."""
+                      reports: int) -> tuple[float, int, int, float]:
+    """(seconds, dialogues, updates, CPU seconds) for every resident filing ``reports``
+    reports; the CPU is the whole process's (fake server and residents included)."""
     points = list(grid_points().values())
     async with temp_database(kind) as url:
         with tempfile.TemporaryDirectory(prefix="whistle-bench-") as folder:
@@ -47,14 +49,14 @@ async def whistle_run(kind: str, api, arrivals: Arrivals, residents: list[Reside
                 await asyncio.gather(*(r.report(points[i % len(points)], DESCRIPTION.format(n=0, who=r.id))
                                        for i, r in enumerate(residents)))
                 before = sum(r.updates for r in residents)
-                started = time.perf_counter()
+                started, cpu = time.perf_counter(), time.process_time()
 
                 async def resident(i: int, r: Resident) -> None:
                     for n in range(1, reports + 1):
                         await r.report(points[(i + n) % len(points)], DESCRIPTION.format(n=n, who=r.id))
                 await asyncio.gather(*(resident(i, r) for i, r in enumerate(residents)))
-                elapsed = time.perf_counter() - started
-                return elapsed, len(residents) * reports, sum(r.updates for r in residents) - before
+                elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+                return elapsed, len(residents) * reports, sum(r.updates for r in residents) - before, cpu
             finally:
                 await whistle.stop()
 
@@ -64,9 +66,10 @@ async def echo(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 
 async def echo_run(api, residents: list[Resident], messages: int, concurrent: bool,
-                   transport: bool = False) -> tuple[float, int]:
-    """(seconds, updates) for every resident sending ``messages`` texts, each waiting for its
-    echo. ``transport``: on Whistle's aiohttp client (bot/http.py) instead of PTB's httpx."""
+                   transport: bool = False) -> tuple[float, int, float]:
+    """(seconds, updates, CPU seconds) for every resident sending ``messages`` texts, each
+    waiting for its echo. ``transport``: on Whistle's aiohttp client (bot/http.py) instead
+    of PTB's httpx."""
     builder = (ApplicationBuilder().token(TOKEN).base_url(api.base_url)
                .base_file_url(api.base_file_url).concurrent_updates(concurrent))
     if transport:
@@ -80,13 +83,14 @@ async def echo_run(api, residents: list[Resident], messages: int, concurrent: bo
     try:
         await asyncio.gather(*(r.echo(f"warm up {r.id}") for r in residents))
         before = sum(r.updates for r in residents)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
 
         async def resident(r: Resident) -> None:
             for n in range(messages):
                 await r.echo(f"hello {n} from {r.id}")
         await asyncio.gather(*(resident(r) for r in residents))
-        return time.perf_counter() - started, sum(r.updates for r in residents) - before
+        return (time.perf_counter() - started, sum(r.updates for r in residents) - before,
+                time.process_time() - cpu)
     finally:
         await application.updater.stop()
         await application.stop()
@@ -114,27 +118,30 @@ async def main() -> None:
             for concurrent in (False, True):
                 residents = [Resident(api, arrivals, next_id + i, timeout=60) for i in range(args.residents)]
                 next_id += args.residents
-                elapsed, updates = await echo_run(api, residents, args.echoes, concurrent)
+                elapsed, updates, cpu = await echo_run(api, residents, args.echoes, concurrent)
                 name = "echo (concurrent_updates)" if concurrent else "echo (PTB defaults)"
                 echo_rates.setdefault(name, []).append(updates / elapsed)
                 print(f"{name:26} {when:6}: {updates} updates by {args.residents} residents in "
-                      f"{elapsed:6.2f} s = {updates / elapsed:7.1f} updates/s; {load_now()}", flush=True)
+                      f"{elapsed:6.2f} s = {updates / elapsed:7.1f} updates/s, "
+                      f"CPU {1000 * cpu / updates:.2f} ms/update; {load_now()}", flush=True)
 
         await echoes("before")
         results = {}
         for kind in args.db:
             residents = [Resident(api, arrivals, next_id + i, timeout=60) for i in range(args.residents)]
             next_id += args.residents
-            elapsed, dialogues, updates = await whistle_run(kind, api, arrivals, residents, args.reports)
+            elapsed, dialogues, updates, cpu = await whistle_run(kind, api, arrivals, residents,
+                                                                 args.reports)
             results[kind] = updates / elapsed
             print(f"whistle/{kind:8}: {dialogues} dialogues ({updates} updates) by {args.residents} "
                   f"residents in {elapsed:6.2f} s = {dialogues / elapsed:6.1f} dialogues/s, "
-                  f"{updates / elapsed:7.1f} updates/s; {load_now()}", flush=True)
+                  f"{updates / elapsed:7.1f} updates/s, CPU {1000 * cpu / updates:.2f} ms/update; "
+                  f"{load_now()}", flush=True)
         await echoes("after")
         # for information, not in the ratio: the echo bot on Whistle's own HTTP client, so
         # the figure can be read apart from the transport Whistle brings along
         residents = [Resident(api, arrivals, next_id + i, timeout=60) for i in range(args.residents)]
-        elapsed, updates = await echo_run(api, residents, args.echoes, False, transport=True)
+        elapsed, updates, _ = await echo_run(api, residents, args.echoes, False, transport=True)
         print(f"{'echo (aiohttp transport)':26} (information, not in the ratio): {updates} updates in "
               f"{elapsed:6.2f} s = {updates / elapsed:7.1f} updates/s; ratios "
               + ", ".join(f"whistle/{kind} {rate / (updates / elapsed):.2f}" for kind, rate in results.items()),

@@ -15,12 +15,13 @@ spend the same budget. Time comes from the database server on PostgreSQL (one cl
 every host) and from this machine on SQLite (one host anyway)."""
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from sqlalchemy import delete, select, text
+from sqlalchemy import bindparam, delete, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.db import upsert_insert
@@ -130,7 +131,8 @@ class Ledger:
 async def record(session: AsyncSession, spent: list[tuple[dict[str, Window], int]],
                  now: float, margin: float) -> None:
     """Count messages in their windows at ``now``, the time their answers came back: one
-    upsert for a whole batch (``spent``: each message's windows and cost)."""
+    upsert for a whole batch (``spent``: each message's windows and cost), its rows in key
+    order so that two processes counting the same slots take their locks in one order."""
     counts: dict[tuple[str, str], list] = {}
     for windows, amount in spent:
         for key, window in windows.items():
@@ -141,13 +143,22 @@ async def record(session: AsyncSession, spent: list[tuple[dict[str, Window], int
             slot[0] += amount
     if not counts:
         return
-    insert = upsert_insert(session.bind.dialect.name)
-    statement = insert(RateCounter).values([
-        {"key": key, "period": period, "count": count, "expires_at": expires}
-        for (key, period), (count, expires) in counts.items()])
-    await session.execute(statement.on_conflict_do_update(
-        index_elements=["key", "period"],
-        set_={"count": RateCounter.count + statement.excluded.count}))
+    await session.execute(_count_statement(session.bind.dialect.name), [
+        {"slot_key": key, "slot_period": period, "amount": count, "slot_expires": expires}
+        for (key, period), (count, expires) in sorted(counts.items())])
+
+
+@functools.cache
+def _count_statement(dialect: str):
+    """The upsert of one slot, built once per dialect and run for a batch's rows: a VALUES
+    list of varying length would be compiled again for every batch."""
+    table = RateCounter.__table__
+    insert = upsert_insert(dialect)
+    statement = insert(table).values(
+        key=bindparam("slot_key"), period=bindparam("slot_period"), count=bindparam("amount"),
+        expires_at=bindparam("slot_expires"))
+    return statement.on_conflict_do_update(
+        index_elements=["key", "period"], set_={"count": table.c.count + statement.excluded.count})
 
 
 async def prune(session: AsyncSession, now: float) -> None:

@@ -2,14 +2,15 @@
 writes take the lock up front (BEGIN IMMEDIATE) so concurrent writers wait for
 each other instead of failing half-way, and a briefly locked database is retried.
 
-On SQLite, the transaction of each update (``run(..., inline=True)``) calls SQLite on
-the event loop's own thread, through connections of its own: such a statement takes
-microseconds, while handing it to aiosqlite's worker thread and back costs the loop
-more than the statement (a queue, a future, a wake-up through the self-pipe). The rest
-(the sender's passes over its queue, reports, sweeps, exports) keep the worker thread,
-where SQLite's C code runs beside the loop, on another core. The inline connections
-never sleep in SQLite's busy handler (``run`` waits for another process's lock with
-``asyncio.sleep``) and leave the WAL checkpoints, which copy and fsync, to the others."""
+On SQLite, the transaction of each update (``run(..., inline=True)``) runs on a plain
+synchronous session over SQLite's own driver, called on the event loop's thread
+(``models/loop_session.py``): such a statement takes microseconds, while SQLAlchemy's
+greenlet bridge and aiosqlite's worker thread (a queue, a future, a wake-up through the
+self-pipe) cost the loop more than the statement. The rest (the sender's passes over its
+queue, reports, sweeps, exports) keep aiosqlite's worker thread, where SQLite's C code
+runs beside the loop, on another core. The inline connections never sleep in SQLite's
+busy handler (``run`` waits for another process's lock with ``asyncio.sleep``) and leave
+the WAL checkpoints, which copy and fsync, to the others."""
 from __future__ import annotations
 
 import asyncio
@@ -23,12 +24,15 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import aiosqlite
-from sqlalchemy import event
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import sessionmaker
+
+from .loop_session import LoopSession
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -43,24 +47,11 @@ REST_BEFORE_PING = 2.0  # seconds a pooled PostgreSQL connection rests before it
 QUEUED = "whistle.outbox"  # session.info flag: this transaction queued messages
 
 
-class LoopConnection(aiosqlite.Connection):
-    """aiosqlite's connection (0.22; ``_execute`` is its one way to SQLite), calling
-    SQLite directly on the loop's thread once connected. Safe: a transaction awaits each
-    call before the next, and nothing else uses the connection meanwhile."""
-
-    async def _execute(self, fn, *args, **kwargs):
-        if self._running and self._connection is not None:
-            return fn(*args, **kwargs)
-        return await super()._execute(fn, *args, **kwargs)
-
-
 def make_engine(url: str, pool_size: int = 10, max_overflow: int = 30,
-                rest_before_ping: float = REST_BEFORE_PING, inline: bool = False) -> AsyncEngine:
-    """``inline``: SQLite called on the loop's thread (``LoopConnection``)."""
+                rest_before_ping: float = REST_BEFORE_PING) -> AsyncEngine:
     if url.startswith("sqlite"):
-        engine = create_async_engine(
-            url, async_creator=functools.partial(_sqlite_connect, url, inline))
-        _sqlite_pragmas(engine, inline)
+        engine = create_async_engine(url, async_creator=functools.partial(_sqlite_connect, url))
+        _sqlite_pragmas(engine.sync_engine, inline=False)
         return engine
     engine = create_async_engine(url, pool_size=pool_size, max_overflow=max_overflow)
     _ping_after_rest(engine, rest_before_ping)
@@ -88,20 +79,27 @@ def _ping_after_rest(engine: AsyncEngine, rest: float) -> None:
             raise DisconnectionError(f"pooled connection is gone: {exc}") from exc
 
 
-def _sqlite_connect(url: str, inline: bool) -> aiosqlite.Connection:
-    """What ``aiosqlite.connect`` makes (a ``LoopConnection`` when ``inline``); the URL's
-    file and options are read as SQLAlchemy reads them."""
+def make_inline_engine(url: str) -> Engine:
+    """The same SQLite file through its own synchronous driver, for ``run(inline=True)``."""
+    engine = create_engine(make_url(url).set(drivername="sqlite"),
+                           connect_args={"timeout": 0, "check_same_thread": False})
+    _sqlite_pragmas(engine, inline=True)
+    return engine
+
+
+def _sqlite_connect(url: str) -> aiosqlite.Connection:
+    """What ``aiosqlite.connect`` makes; the URL's file and options are read as
+    SQLAlchemy reads them."""
     parsed = make_url(url)
     args, kwargs = parsed.get_dialect()().create_connect_args(parsed)
-    kwargs = {**kwargs, "timeout": 15, "check_same_thread": not inline}
-    kind = LoopConnection if inline else aiosqlite.Connection
-    connection = kind(functools.partial(sqlite3.connect, *args, **kwargs), 64)
+    kwargs = {**kwargs, "timeout": 15, "check_same_thread": True}
+    connection = aiosqlite.Connection(functools.partial(sqlite3.connect, *args, **kwargs), 64)
     connection._thread.daemon = True  # as SQLAlchemy's aiosqlite dialect does
     return connection
 
 
-def _sqlite_pragmas(engine: AsyncEngine, inline: bool) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def _sqlite_pragmas(engine: Engine, inline: bool) -> None:
+    @event.listens_for(engine, "connect")
     def _connect(dbapi_conn, _record):
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
         cur = dbapi_conn.cursor()
@@ -114,7 +112,7 @@ def _sqlite_pragmas(engine: AsyncEngine, inline: bool) -> None:
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _begin(conn):
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
@@ -183,9 +181,9 @@ class Database:
         self.url = url
         self.engine = make_engine(url, pool_size, max_overflow, rest_before_ping)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
-        # SQLite: the connections that call it on the loop's thread (``run(inline=True)``)
-        self.inline_engine = make_engine(url, inline=True) if url.startswith("sqlite") else None
-        self._inline_sessions = (async_sessionmaker(self.inline_engine, expire_on_commit=False)
+        # SQLite: the synchronous connections called on the loop's thread (``run(inline=True)``)
+        self.inline_engine = make_inline_engine(url) if url.startswith("sqlite") else None
+        self._inline_sessions = (sessionmaker(self.inline_engine, expire_on_commit=False)
                                  if self.inline_engine is not None else None)
         self._after_commit: list[Callable[[], None]] = []
         # SQLite lets one writer in at a time, and its busy handler makes the others poll
@@ -246,7 +244,9 @@ class Database:
         started, pause = time.monotonic(), 0.002
         while True:
             try:
-                return await self._transaction(action, self._inline_sessions)
+                with self._inline_sessions() as session, session.begin():
+                    result = await action(LoopSession(session))
+                return result, session.info.get(QUEUED, False)
             except (OperationalError, DBAPIError) as exc:
                 if not is_lock_error(exc) or time.monotonic() - started > LOCK_WAIT:
                     raise
@@ -263,4 +263,4 @@ class Database:
     async def dispose(self) -> None:
         await self.engine.dispose()
         if self.inline_engine is not None:
-            await self.inline_engine.dispose()
+            self.inline_engine.dispose()

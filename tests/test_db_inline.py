@@ -7,11 +7,14 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+from datetime import datetime, timezone
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import event, func, select, text
+from sqlalchemy.exc import IntegrityError
 
 from models.db import Database
+from models.tables import Base, Person
 
 
 @pytest.fixture
@@ -22,8 +25,8 @@ def database_path(tmp_path):
 @pytest.fixture
 async def db(database_path):
     database = Database(f"sqlite+aiosqlite:///{database_path}")
-    for engine in (database.engine, database.inline_engine):
-        event.listen(engine.sync_engine, "connect", _thread_function)
+    for engine in (database.engine.sync_engine, database.inline_engine):
+        event.listen(engine, "connect", _thread_function)
     yield database
     await database.dispose()
 
@@ -88,3 +91,76 @@ async def test_another_process_holding_the_lock_is_waited_for_without_stopping_t
         clock.cancel()
         blocker.close()
     assert await db.run(lambda s: s.scalar(text("SELECT count(*) FROM held")), inline=True) == 0
+
+
+# ---- the session an inline transaction hands the core (models/loop_session.py) -----------
+
+@pytest.fixture
+async def schema(db):
+    async with db.engine.begin() as connection:
+        await connection.run_sync(Base.metadata.create_all)
+    return db
+
+
+async def test_the_core_s_session_calls_work_inline_and_commit_together(schema):
+    db = schema
+    now = datetime(2026, 11, 23, tzinfo=timezone.utc)
+
+    async def write(session):
+        person = Person(code="p1", name="Li", created_at=now)
+        session.add(person)
+        await session.flush()  # the id, as the core needs it mid-transaction
+        assert await session.get(Person, person.id) is person
+        connection = await session.connection()
+        assert (await connection.execute(select(func.count(Person.id)))).scalar_one() == 1
+        person.name = "Li Wei"
+        await session.flush()
+        await session.refresh(person)
+        assert person.name == "Li Wei"
+        return person.id, session.bind.dialect.name
+    person_id, dialect = await db.run(write, inline=True)
+    assert dialect == "sqlite"
+    # committed, and seen by the worker thread's connections too
+    assert await db.run(lambda s: s.scalar(select(Person.name).where(Person.id == person_id))) == "Li Wei"
+
+
+async def test_a_failed_savepoint_keeps_the_rest_of_an_inline_transaction(schema):
+    """As models/external.py uses it: a unique row that another report won is read back."""
+    db = schema
+    now = datetime(2026, 11, 23, tzinfo=timezone.utc)
+    await db.run(lambda s: _add(s, Person(code="taken", created_at=now)), inline=True)
+
+    async def action(session):
+        session.add(Person(code="kept", created_at=now))
+        with pytest.raises(IntegrityError):
+            async with session.begin_nested():
+                session.add(Person(code="taken", created_at=now))
+        return list(await session.scalars(select(Person.code).order_by(Person.code)))
+    assert await db.run(action, inline=True) == ["kept", "taken"]
+    assert list(await db.run(lambda s: s.scalars(select(Person.code).order_by(Person.code)))) == [
+        "kept", "taken"]
+
+
+async def test_an_inline_action_that_raises_leaves_nothing(schema):
+    db = schema
+    now = datetime(2026, 11, 23, tzinfo=timezone.utc)
+
+    async def action(session):
+        session.add(Person(code="half", created_at=now))
+        await session.flush()
+        raise ValueError("the update failed half-way")
+    with pytest.raises(ValueError):
+        await db.run(action, inline=True)
+    assert await db.run(lambda s: s.scalar(select(func.count(Person.id))), inline=True) == 0
+
+
+async def test_a_session_call_the_core_does_not_use_is_missing_not_half_working(schema):
+    async def action(session):
+        with pytest.raises(AttributeError):
+            session.stream  # noqa: B018 (AsyncSession has it; LoopSession does not)
+        return True
+    assert await schema.run(action, inline=True)
+
+
+async def _add(session, row) -> None:
+    session.add(row)
