@@ -203,7 +203,8 @@ class Database:
                   inline: bool = False) -> T:
         """Run ``action`` in a fresh transaction, retrying if the database is briefly locked.
         ``urgent``: a short transaction others wait on (the sender's), first in line on SQLite.
-        ``inline``: a short transaction, run on the loop's thread on SQLite (see above)."""
+        ``inline``: a short transaction, run on the loop's thread on SQLite (see above);
+        ``action`` then gets a ``LoopSession``, the part of ``AsyncSession`` the core uses."""
         delay = 0.05
         for attempt in range(LOCK_RETRIES):
             try:

@@ -27,9 +27,6 @@ class LoopConnection:
     async def execute(self, statement, parameters=None, **kwargs) -> Any:
         return self.sync_connection.execute(statement, parameters, **kwargs)
 
-    async def scalar(self, statement, parameters=None, **kwargs) -> Any:
-        return self.sync_connection.scalar(statement, parameters, **kwargs)
-
 
 class LoopSession:
     """The awaited methods of ``AsyncSession`` the core calls, run on ``sync_session``."""
@@ -40,22 +37,11 @@ class LoopSession:
         self.bind = sync_session.bind
         self.info = sync_session.info
         self.add = sync_session.add
-        self.add_all = sync_session.add_all
-        self.expunge = sync_session.expunge
-        self.expire = sync_session.expire
         self._connection: LoopConnection | None = None
 
     @property
     def no_autoflush(self):
         return self.sync_session.no_autoflush
-
-    @property
-    def new(self):
-        return self.sync_session.new
-
-    @property
-    def dirty(self):
-        return self.sync_session.dirty
 
     async def execute(self, statement, params=None, **kwargs) -> Any:
         return self.sync_session.execute(statement, params, **kwargs)
@@ -78,17 +64,11 @@ class LoopSession:
     async def delete(self, instance) -> None:
         self.sync_session.delete(instance)
 
-    async def merge(self, instance, **kwargs) -> Any:
-        return self.sync_session.merge(instance, **kwargs)
-
     async def connection(self) -> LoopConnection:
         """The transaction's one connection (savepoints included), asked for once."""
         if self._connection is None:
             self._connection = LoopConnection(self.sync_session.connection())
         return self._connection
-
-    async def run_sync(self, fn, *args, **kwargs) -> Any:
-        return fn(self.sync_session, *args, **kwargs)
 
     @contextlib.asynccontextmanager
     async def begin_nested(self):
