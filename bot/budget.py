@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from sqlalchemy import bindparam, delete, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models.db import upsert_insert
+from models.db import among, upsert_insert
 from models.tables import RateCounter
 
 PREFIX = "send:"
@@ -46,9 +46,14 @@ class Window:
 async def lock_and_now(session: AsyncSession) -> float:
     """Serialise budget holders across processes and read the shared clock (seconds)."""
     if session.bind.dialect.name == "postgresql":
-        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
-        return float(await session.scalar(text("SELECT extract(epoch from clock_timestamp())")))
+        # one round trip: the clock is read from the row the lock gives, so after the lock
+        # (a FROM subquery calling a volatile function is run first, never flattened)
+        return float(await session.scalar(LOCK_AND_NOW, {"key": LOCK_KEY}))
     return time.time()
+
+
+LOCK_AND_NOW = text("SELECT extract(epoch from clock_timestamp()) "
+                    "FROM (SELECT pg_advisory_xact_lock(:key)) AS locked")
 
 
 def _period(seconds: float) -> str:
@@ -77,7 +82,7 @@ class Ledger:
         oldest = min(self._first(w) for w in new.values())
         rows = await self.session.execute(select(
             RateCounter.key, RateCounter.period, RateCounter.count).where(
-            RateCounter.key.in_(list(new)), RateCounter.period >= _period(oldest)))
+            among(self.session, RateCounter.key, new), RateCounter.period >= _period(oldest)))
         for key in new:
             self.slots[key] = {}
         for key, period, count in rows:

@@ -175,8 +175,8 @@ class DatabaseConfig(Strict):
     url: str = "sqlite+aiosqlite:///var/whistle.db"
     # PostgreSQL connections per process: up to 64 updates are handled at once, each in
     # its own short transaction, beside the sender and the scheduler (SQLite: unused)
-    pool_size: int = Field(10, ge=1)
-    max_overflow: int = Field(30, ge=0)
+    pool_size: int = Field(20, ge=1)
+    max_overflow: int = Field(10, ge=0)
 
 
 class IntakeConfig(Strict):

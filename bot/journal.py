@@ -18,7 +18,7 @@ from datetime import datetime
 
 from sqlalchemy import delete, select
 
-from models.db import Database, upsert_insert
+from models.db import Database, among, upsert_insert
 from models.inbox import KEEP
 from models.tables import ReceivedUpdate
 
@@ -48,7 +48,7 @@ class UpdateJournal:
                 await session.execute(insert(ReceivedUpdate).on_conflict_do_nothing(), rows)
             if done:
                 await session.execute(delete(ReceivedUpdate).where(
-                    ReceivedUpdate.bot_id == self.bot_id, ReceivedUpdate.update_id.in_(done)))
+                    ReceivedUpdate.bot_id == self.bot_id, among(session, ReceivedUpdate.update_id, done)))
         if not rows and not done:
             return
         try:

@@ -21,6 +21,7 @@ of processes sharing one database.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import secrets
@@ -37,7 +38,7 @@ from sqlalchemy import bindparam, select, update
 from bot.budget import Ledger, Window, lock_and_now, prune as prune_budgets, record
 from bot.config import SenderConfig
 from models import failures, limits
-from models.db import Database, upsert_insert
+from models.db import Database, among, upsert_insert
 from models.messages import OutMessage
 from models.tables import MessageRef, Outbox
 
@@ -186,15 +187,25 @@ def _settled(outcome: Outcome) -> dict:
 
 
 async def remember(session, posted: dict[tuple[str, str, str], str], now: datetime) -> None:
-    """Which message shows each ref now (one upsert for the batch)."""
-    insert = upsert_insert(session.bind.dialect.name)
-    statement = insert(MessageRef).values([
-        {"channel": channel, "chat_id": chat_id, "ref": ref, "message_id": message_id,
-         "created_at": now} for (channel, chat_id, ref), message_id in posted.items()])
-    await session.execute(statement.on_conflict_do_update(
+    """Which message shows each ref now: one statement for the batch's rows (in key order,
+    so two processes upserting the same refs take their locks in one order)."""
+    await session.execute(_remember_statement(session.bind.dialect.name), [
+        {"ref_channel": channel, "ref_chat": chat_id, "ref_ref": ref, "ref_message": message_id,
+         "ref_created": now} for (channel, chat_id, ref), message_id in sorted(posted.items())])
+
+
+@functools.cache
+def _remember_statement(dialect: str):
+    """The upsert of one ref, built once per dialect and run for a batch's rows: a VALUES
+    list of varying length would be compiled (and, on PostgreSQL, prepared) per batch."""
+    table = MessageRef.__table__
+    statement = upsert_insert(dialect)(table).values(
+        channel=bindparam("ref_channel"), chat_id=bindparam("ref_chat"), ref=bindparam("ref_ref"),
+        message_id=bindparam("ref_message"), created_at=bindparam("ref_created"))
+    return statement.on_conflict_do_update(
         index_elements=["ref", "channel", "chat_id"],
         set_={"message_id": statement.excluded.message_id,
-              "created_at": statement.excluded.created_at}))
+              "created_at": statement.excluded.created_at})
 
 
 class Sender:
@@ -385,7 +396,7 @@ class Sender:
         (answers come only from messages in flight, which hold their share already, and
         other passes see these leases as in flight). Leases them."""
         rows = {row.id: row for row in await session.scalars(select(Outbox).where(
-            Outbox.id.in_([*plan.flying, *(run[0] for run in plan.runs)])))}
+            among(session, Outbox.id, [*plan.flying, *(run[0] for run in plan.runs)])))}
         flying = []
         for row_id in plan.flying:
             row = rows.get(row_id)
@@ -470,7 +481,7 @@ class Sender:
                 behind.append(run_ids[1:])
         if any(behind):  # the rows queued behind the heads that go
             rows.update({row.id: row for row in await session.scalars(select(Outbox).where(
-                Outbox.id.in_([i for rest in behind for i in rest])))})
+                among(session, Outbox.id, [i for rest in behind for i in rest])))})
         for run, rest in zip(chosen, behind):
             for row_id in rest:  # order: nothing may jump the row that has to wait
                 if (claim := await admit(row_id, head=False)) is None:
@@ -480,7 +491,7 @@ class Sender:
             self._more = False  # a finished send frees no budget: the pause looks again
         if chosen:  # under the lock nobody else can lease these rows meanwhile
             await session.execute(update(Outbox).where(
-                Outbox.id.in_([c.row.id for run in chosen for c in run])).values(
+                among(session, Outbox.id, [c.row.id for run in chosen for c in run])).values(
                 lease_owner=self.owner,
                 lease_until=now + timedelta(seconds=self.config.lease_seconds)))
             for row_id, doubt in doubted:  # kept if this process dies too
@@ -525,7 +536,7 @@ class Sender:
                     rest = [c.row.id for c in run[settled:]]
                     if rest:
                         await self.db.run(lambda s: s.execute(update(Outbox).where(
-                            Outbox.id.in_(rest), Outbox.lease_owner == self.owner).values(
+                            among(s, Outbox.id, rest), Outbox.lease_owner == self.owner).values(
                             lease_owner=None, lease_until=None)))
                     break
         finally:
@@ -615,7 +626,7 @@ class Sender:
                      self.config.margin)
         ids = [o.claim.row.id for o in outcomes]
         ours = set(await session.scalars(select(Outbox.id).where(
-            Outbox.id.in_(ids), Outbox.lease_owner == self.owner)))
+            among(session, Outbox.id, ids), Outbox.lease_owner == self.owner)))
         settled = [o for o in outcomes if o.claim.row.id in ours]
         for outcome in outcomes:
             if outcome.claim.row.id not in ours:

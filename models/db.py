@@ -24,7 +24,8 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import aiosqlite
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, any_, bindparam, create_engine, event
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
@@ -47,7 +48,7 @@ REST_BEFORE_PING = 2.0  # seconds a pooled PostgreSQL connection rests before it
 QUEUED = "whistle.outbox"  # session.info flag: this transaction queued messages
 
 
-def make_engine(url: str, pool_size: int = 10, max_overflow: int = 30,
+def make_engine(url: str, pool_size: int = 20, max_overflow: int = 10,
                 rest_before_ping: float = REST_BEFORE_PING) -> AsyncEngine:
     if url.startswith("sqlite"):
         engine = create_async_engine(url, async_creator=functools.partial(_sqlite_connect, url))
@@ -122,6 +123,17 @@ def upsert_insert(dialect: str):
     return pg_insert if dialect == "postgresql" else sqlite_insert
 
 
+def among(session, column, values):
+    """``column IN values`` for a list whose length varies from call to call. PostgreSQL
+    prepares each distinct statement text once per connection, and ``IN`` with n values
+    is a new text for every n: there it is ``= ANY(array)``, one text for any length.
+    SQLite gets the plain ``IN``."""
+    values = list(values)
+    if session.bind.dialect.name == "postgresql":
+        return column == any_(bindparam(None, values, type_=ARRAY(column.type)))
+    return column.in_(values)
+
+
 def is_lock_error(exc: BaseException) -> bool:
     text = str(getattr(exc, "orig", exc)).lower()
     return "database is locked" in text or "deadlock detected" in text or "could not serialize" in text
@@ -134,13 +146,22 @@ class Turns:
     def __init__(self):
         self._busy = False
         self._waiting: tuple[deque, deque] = (deque(), deque())  # urgent, the others
+        self._holder: asyncio.Task | None = None
 
     @contextlib.asynccontextmanager
     async def turn(self, urgent: bool):
+        task = asyncio.current_task()
+        if self._busy and self._holder is task:
+            # a transaction started from inside another one of the same task would wait
+            # for its own turn for ever: a programming error, said at once
+            raise RuntimeError("a database transaction was started inside another one "
+                               "(db.run called from an action): it would wait for itself")
         await self._acquire(urgent)
+        self._holder = task
         try:
             yield
         finally:
+            self._holder = None
             self._release()
 
     def waiting(self) -> int:
@@ -176,7 +197,7 @@ class Turns:
 class Database:
     """Owns the engine; ``run`` executes one action in one transaction."""
 
-    def __init__(self, url: str, pool_size: int = 10, max_overflow: int = 30,
+    def __init__(self, url: str, pool_size: int = 20, max_overflow: int = 10,
                  rest_before_ping: float = REST_BEFORE_PING):
         self.url = url
         self.engine = make_engine(url, pool_size, max_overflow, rest_before_ping)

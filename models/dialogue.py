@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from . import nearby, org, tickets
 from .photos import PhotoError, clean as clean_photo
 from .cards import category_name, main_keyboard, unit_name
+from .db import among
 from .context import Core
 from .i18n import Translator
 from .inputs import Input, Reply, parse_id
@@ -390,7 +391,7 @@ async def first_photos(session: AsyncSession, ticket_ids: list[int]) -> dict[int
         return {}
     return dict((await session.execute(
         select(Media.ticket_id, func.min(Media.id))
-        .where(Media.ticket_id.in_(ticket_ids), Media.kind == "report")
+        .where(among(session, Media.ticket_id, ticket_ids), Media.kind == "report")
         .group_by(Media.ticket_id))).all())
 
 

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from . import cards, deadlines, follow, org, votes, whistle
 from .cards import card_message, notify_reporter
 from .context import Core
-from .db import upsert_insert
+from .db import among, upsert_insert
 from .i18n import N_
 from .lifecycle import FINAL, LEVELS, OPEN, STATE_LABELS, WORKING, Action, State, TransitionError, check, sources
 from .messages import OutMessage, Target, enqueue
@@ -116,7 +116,7 @@ async def create(session: AsyncSession, core: Core, reporter: Person, draft: dic
     session.add(ticket)
     await session.flush()
     if draft.get("photos"):
-        await session.execute(update(Media).where(Media.id.in_(draft["photos"]))
+        await session.execute(update(Media).where(among(session, Media.id, draft["photos"]))
                               .values(ticket_id=ticket.id))
     audit(session, ticket, reporter.id, "created", now, data={"route_reason": reason})
     await deadlines.after(session, core, ticket, "created")
@@ -445,7 +445,7 @@ async def me_too(session: AsyncSession, core: Core, person: Person, ticket: Tick
     note = draft.get("description")
     audit(session, ticket, person.id, "followed", core.now(), ticket.state, note=note)
     if draft.get("photos"):
-        await session.execute(update(Media).where(Media.id.in_(draft["photos"]))
+        await session.execute(update(Media).where(among(session, Media.id, draft["photos"]))
                               .values(ticket_id=ticket.id))
     await refresh_cards(session, core, ticket)
     return True

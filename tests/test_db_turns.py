@@ -58,3 +58,31 @@ async def test_a_cancelled_waiter_does_not_hold_up_the_others():
         await cancelled
     async with turns.turn(True):  # and the line is free again
         pass
+
+
+async def test_a_transaction_started_inside_another_by_the_same_task_fails_at_once(tmp_path):
+    """It would wait for its own turn for ever; a task started inside still just waits."""
+    from sqlalchemy import text
+
+    from models.db import Database
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'nested.db'}")
+    try:
+        await db.run(lambda s: s.execute(text("CREATE TABLE t (x INTEGER)")))
+
+        async def nested(session):
+            await session.execute(text("INSERT INTO t VALUES (1)"))
+            await db.run(lambda s: s.execute(text("INSERT INTO t VALUES (2)")))
+        for inline in (False, True):
+            with pytest.raises(RuntimeError, match="inside another"):
+                await asyncio.wait_for(db.run(nested, inline=inline), 5)
+        # nothing of the outer transaction stayed, and the line is free again
+        assert await db.run(lambda s: s.scalar(text("SELECT count(*) FROM t"))) == 0
+
+        async def spawns(session):
+            await session.execute(text("INSERT INTO t VALUES (3)"))
+            return asyncio.ensure_future(db.run(lambda s: s.execute(text("INSERT INTO t VALUES (4)"))))
+        later = await db.run(spawns)
+        await asyncio.wait_for(later, 5)
+        assert await db.run(lambda s: s.scalar(text("SELECT count(*) FROM t"))) == 2
+    finally:
+        await db.dispose()
