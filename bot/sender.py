@@ -21,6 +21,7 @@ of processes sharing one database.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -533,12 +534,15 @@ class Sender:
                 outcome = await self._attempt(claim)
                 recording.append(self._settle(outcome))
                 if outcome.changes.get("state") != "sent":
-                    rest = [c.row.id for c in run[settled:]]
-                    if rest:
-                        await self.db.run(lambda s: s.execute(update(Outbox).where(
-                            among(s, Outbox.id, rest), Outbox.lease_owner == self.owner).values(
-                            lease_owner=None, lease_until=None)))
+                    await self._release([c.row.id for c in run[settled:]])
                     break
+        except asyncio.CancelledError:
+            # a stop: the rows not yet tried go back to the queue now, not when their lease
+            # runs out, and without a doubt they have not earned; the one being sent, if
+            # any, stays leased (an orphan, sent again with its doubt)
+            with contextlib.suppress(Exception):
+                await self._release([c.row.id for c in run[settled:]])
+            raise
         finally:
             try:
                 if recording:
@@ -546,6 +550,13 @@ class Sender:
             finally:  # settled, or left leased in the database: an orphan for the next pass
                 self._mine.difference_update(c.row.id for c in run)
         return settled
+
+    async def _release(self, ids: list[int]) -> None:
+        """Give back leases of ours on rows that were not tried."""
+        if ids:
+            await self.db.run(lambda s: s.execute(update(Outbox).where(
+                among(s, Outbox.id, ids), Outbox.lease_owner == self.owner).values(
+                lease_owner=None, lease_until=None)))
 
     async def _attempt(self, claim: Claim) -> "Outcome":
         row, message = claim.row, claim.message

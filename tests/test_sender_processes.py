@@ -216,6 +216,32 @@ async def test_a_process_dying_mid_send(world, database_url, tmp_path):
     assert b.sender.stats["uncertain"] >= 1
 
 
+async def test_a_stopped_run_gives_back_what_it_did_not_try(world, database_url, tmp_path):
+    """A run cancelled by a stop: the message being sent stays leased (Telegram may have
+    it: an orphan, sent again with its doubt), the ones behind it go back to the queue at
+    once — not when the lease runs out, and without a doubt they have not earned — and
+    the chat keeps its order."""
+    api, clock = world, FastClock()
+    async with Process(api, database_url, tmp_path, clock, "A", limits(private_burst=3)) as a:
+        await queue(a.db, clock, [(7100, OutMessage(text=f"m{n}")) for n in range(3)])
+        api.delay_next("sendMessage", 0.35)  # carried out, answered late (the client waits 0.4 s)
+        run = asyncio.create_task(a.sender.flush())
+        await api.wait_for(lambda: numbered(api, 7100) == [0], description="m0 received")
+        run.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await run
+        leases = {r.payload["text"]: (r.state, r.lease_owner, r.doubt) for r in await rows(a.db)}
+        assert leases == {"m0": ("pending", "A", None), "m1": ("pending", None, None),
+                          "m2": ("pending", None, None)}
+        # its own orphan a process sends again at once (another waits for the lease)
+        assert await a.sender.flush() == 3
+        done = {r.payload["text"]: r for r in await rows(a.db)}
+    assert all(r.state == "sent" for r in done.values())
+    assert done["m0"].doubt is not None and "A" in done["m0"].doubt
+    assert done["m1"].doubt is None and done["m2"].doubt is None
+    assert numbered(api, 7100) == [0, 0, 1, 2]  # m0 again (it may show twice), then in order
+
+
 async def api_message(process: Process, chat: int, text: str) -> int:
     sent = await process.bot.send_message(chat, text)
     return sent.message_id
