@@ -43,17 +43,17 @@ class Window:
         return max(self.seconds / 100, 0.005)
 
 
+# the advisory lock, then the shared clock read after it, in one round trip: a FROM
+# subquery calling a volatile function is run first and never flattened
+LOCK_AND_NOW = text("SELECT extract(epoch from clock_timestamp()) "
+                    "FROM (SELECT pg_advisory_xact_lock(:key)) AS locked")
+
+
 async def lock_and_now(session: AsyncSession) -> float:
     """Serialise budget holders across processes and read the shared clock (seconds)."""
     if session.bind.dialect.name == "postgresql":
-        # one round trip: the clock is read from the row the lock gives, so after the lock
-        # (a FROM subquery calling a volatile function is run first, never flattened)
         return float(await session.scalar(LOCK_AND_NOW, {"key": LOCK_KEY}))
     return time.time()
-
-
-LOCK_AND_NOW = text("SELECT extract(epoch from clock_timestamp()) "
-                    "FROM (SELECT pg_advisory_xact_lock(:key)) AS locked")
 
 
 def _period(seconds: float) -> str:

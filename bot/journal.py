@@ -48,7 +48,8 @@ class UpdateJournal:
                 await session.execute(insert(ReceivedUpdate).on_conflict_do_nothing(), rows)
             if done:
                 await session.execute(delete(ReceivedUpdate).where(
-                    ReceivedUpdate.bot_id == self.bot_id, among(session, ReceivedUpdate.update_id, done)))
+                    ReceivedUpdate.bot_id == self.bot_id,
+                    among(session, ReceivedUpdate.update_id, done)))
         if not rows and not done:
             return
         try:

@@ -18,7 +18,8 @@ async def test_among_picks_the_listed_rows_for_any_length(database_url):
     db = Database(database_url)
     try:
         async def fill(session):
-            session.add_all(RateCounter(key=key, period="p", count=n, expires_at=datetime(2030, 1, 1, tzinfo=timezone.utc))
+            expires = datetime(2030, 1, 1, tzinfo=timezone.utc)
+            session.add_all(RateCounter(key=key, period="p", count=n, expires_at=expires)
                             for n, key in enumerate(KEYS))
         await db.run(fill)
         for wanted in ([], [KEYS[2]], KEYS[1:4], [*KEYS, "among:absent"]):

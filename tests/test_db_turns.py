@@ -80,7 +80,8 @@ async def test_a_transaction_started_inside_another_by_the_same_task_fails_at_on
 
         async def spawns(session):
             await session.execute(text("INSERT INTO t VALUES (3)"))
-            return asyncio.ensure_future(db.run(lambda s: s.execute(text("INSERT INTO t VALUES (4)"))))
+            return asyncio.ensure_future(
+                db.run(lambda s: s.execute(text("INSERT INTO t VALUES (4)"))))
         later = await db.run(spawns)
         await asyncio.wait_for(later, 5)
         assert await db.run(lambda s: s.scalar(text("SELECT count(*) FROM t"))) == 2
