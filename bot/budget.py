@@ -83,10 +83,13 @@ class Ledger:
         rows = await self.session.execute(select(
             RateCounter.key, RateCounter.period, RateCounter.count).where(
             among(self.session, RateCounter.key, new), RateCounter.period >= _period(oldest)))
+        # the first counting slot of each key, worked out once rather than per row read
+        # (the bot-wide key alone has a hundred slots in its second)
+        first = {key: int(_period(self._first(window))) for key, window in new.items()}
         for key in new:
             self.slots[key] = {}
         for key, period, count in rows:
-            if self.counts(period, new[key]):
+            if int(period) >= first[key]:  # as ``counts``
                 start = int(period) / 1000
                 self.slots[key][start] = self.slots[key].get(start, 0) + count
 

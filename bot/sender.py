@@ -221,7 +221,9 @@ class Sender:
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._sends: set[asyncio.Task] = set()
-        self._mine: set[int] = set()  # outbox rows this process is sending now
+        # outbox rows this process is sending now, with the budgets each holds (its windows
+        # and cost): a pass counts them without reading their payloads again
+        self._mine: dict[int, tuple[dict[str, Window], int]] = {}
         self._leading = 0  # runs waiting for their budget to free (``LEAD``)
         self._settling: list[tuple[Outcome, asyncio.Future]] = []
         self._settler: asyncio.Task | None = None
@@ -380,7 +382,7 @@ class Sender:
         # Ahead of a short line, so that a card goes out at once; behind a long one (a burst
         # on SQLite), so that the pass finds what all of it queued and sends it together.
         chosen = await self.db.run(claim, urgent=self.db.queued() <= QUICK_LINE)
-        self._mine.update(c.row.id for run in chosen for c in run)
+        self._mine.update({c.row.id: (c.windows, c.cost) for run in chosen for c in run})
         return chosen
 
     def _slots(self) -> int:
@@ -396,10 +398,13 @@ class Sender:
         a pass at that moment: until then nothing new is counted that is not counted now
         (answers come only from messages in flight, which hold their share already, and
         other passes see these leases as in flight). Leases them."""
+        # this process's own sends hold the budgets they were leased with; only another
+        # process's (or an orphan's) is read
+        flying = [self._mine[row_id] for row_id in plan.flying if row_id in self._mine]
+        others = [row_id for row_id in plan.flying if row_id not in self._mine]
         rows = {row.id: row for row in await session.scalars(select(Outbox).where(
-            among(session, Outbox.id, [*plan.flying, *(run[0] for run in plan.runs)])))}
-        flying = []
-        for row_id in plan.flying:
+            among(session, Outbox.id, [*others, *(run[0] for run in plan.runs)])))}
+        for row_id in others:
             row = rows.get(row_id)
             if row is None:  # settled meanwhile (an SQLite reader sees no later commit)
                 continue
@@ -548,7 +553,8 @@ class Sender:
                 if recording:
                     await asyncio.gather(*recording)
             finally:  # settled, or left leased in the database: an orphan for the next pass
-                self._mine.difference_update(c.row.id for c in run)
+                for c in run:
+                    self._mine.pop(c.row.id, None)
         return settled
 
     async def _release(self, ids: list[int]) -> None:
