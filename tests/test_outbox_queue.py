@@ -21,50 +21,48 @@ def texts(rows) -> list[str]:
     return [row.payload["text"] for row in rows]
 
 
-@pytest.mark.parametrize("inline", [False, True])
-async def test_queued_rows_keep_their_order_and_are_seen_by_later_statements(database_url, inline):
-    db = Database(database_url)
-    try:
-        async def queue(session):
-            enqueue(session, Target("telegram", "501"), OutMessage(text="first"), NOW)
-            enqueue(session, Target("telegram", "502"), OutMessage(text="other chat"), NOW)
-            # a statement through the session writes what was queued before it …
-            seen = list(await session.scalars(select(Outbox).order_by(Outbox.id)))
-            await session.execute(update(Outbox).where(Outbox.chat_id == "502")
-                                  .values(chat_id="503"))
-            # … and what is queued after it goes in at commit, behind it
-            enqueue(session, Target("telegram", "501"), OutMessage(text="second"), NOW)
-            enqueue(session, Target("telegram", "501"),
-                    OutMessage(text="", location=(39.9, 116.4)), NOW)
-            return texts(seen), session.info[QUEUED]
-        seen, flagged = await db.run(queue, inline=inline)
-        assert seen == ["first", "other chat"]
-        assert flagged is True
-        rows = await db.run(lambda s: s.scalars(select(Outbox).order_by(Outbox.id)))
-        rows = list(rows)
-        assert [(r.chat_id, r.payload.get("text"), r.state, r.attempts) for r in rows] == [
-            ("501", "first", "pending", 0), ("503", "other chat", "pending", 0),
-            ("501", "second", "pending", 0), ("501", "", "pending", 0)]
-        assert rows[3].payload["location"] == [39.9, 116.4]
-        assert all(r.next_try_at == NOW and r.created_at == NOW for r in rows)
-    finally:
-        await db.dispose()
+@pytest.fixture
+async def db(database_url):
+    database = Database(database_url)
+    yield database
+    await database.dispose()
 
 
 @pytest.mark.parametrize("inline", [False, True])
-async def test_a_failed_transaction_leaves_no_queued_row(database_url, inline):
-    db = Database(database_url)
-    try:
-        async def fail(session):
-            enqueue(session, Target("telegram", "601"), OutMessage(text="never"), NOW)
-            raise RuntimeError("the change failed")
-        with pytest.raises(RuntimeError):
-            await db.run(fail, inline=inline)
+async def test_queued_rows_keep_their_order_and_are_seen_by_later_statements(db, inline):
+    async def queue(session):
+        enqueue(session, Target("telegram", "501"), OutMessage(text="first"), NOW)
+        enqueue(session, Target("telegram", "502"), OutMessage(text="other chat"), NOW)
+        # a statement through the session writes what was queued before it …
+        seen = list(await session.scalars(select(Outbox).order_by(Outbox.id)))
+        await session.execute(update(Outbox).where(Outbox.chat_id == "502")
+                              .values(chat_id="503"))
+        # … and what is queued after it goes in at commit, behind it
+        enqueue(session, Target("telegram", "501"), OutMessage(text="second"), NOW)
+        enqueue(session, Target("telegram", "501"),
+                OutMessage(text="", location=(39.9, 116.4)), NOW)
+        return texts(seen), session.info[QUEUED]
+    seen, flagged = await db.run(queue, inline=inline)
+    assert seen == ["first", "other chat"]
+    assert flagged is True
+    rows = list(await db.run(lambda s: s.scalars(select(Outbox).order_by(Outbox.id))))
+    assert [(r.chat_id, r.payload.get("text"), r.state, r.attempts) for r in rows] == [
+        ("501", "first", "pending", 0), ("503", "other chat", "pending", 0),
+        ("501", "second", "pending", 0), ("501", "", "pending", 0)]
+    assert rows[3].payload["location"] == [39.9, 116.4]
+    assert all(r.next_try_at == NOW and r.created_at == NOW for r in rows)
 
-        async def ok(session):
-            enqueue(session, Target("telegram", "601"), OutMessage(text="kept"), NOW)
-        await db.run(ok, inline=inline)
-        rows = await db.run(lambda s: s.scalars(select(Outbox)))
-        assert texts(rows) == ["kept"]
-    finally:
-        await db.dispose()
+
+@pytest.mark.parametrize("inline", [False, True])
+async def test_a_failed_transaction_leaves_no_queued_row(db, inline):
+    async def fail(session):
+        enqueue(session, Target("telegram", "601"), OutMessage(text="never"), NOW)
+        raise RuntimeError("the change failed")
+    with pytest.raises(RuntimeError):
+        await db.run(fail, inline=inline)
+
+    async def ok(session):
+        enqueue(session, Target("telegram", "601"), OutMessage(text="kept"), NOW)
+    await db.run(ok, inline=inline)
+    rows = await db.run(lambda s: s.scalars(select(Outbox)))
+    assert texts(rows) == ["kept"]
