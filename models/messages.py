@@ -14,6 +14,7 @@ from .db import QUEUED
 from .tables import Outbox
 
 OUTBOX_ROWS = "whistle.outbox_rows"  # session.info: rows queued and not yet written
+SAVEPOINT_MARKS = "whistle.outbox_marks"  # session.info: savepoint -> rows queued before it
 _INSERT_ROWS = Outbox.__table__.insert()
 
 CALLBACK_LIMIT = 64  # bytes, Telegram's limit for callback data
@@ -131,7 +132,11 @@ def _write_queued(session: Session) -> None:
     chat's messages are sent in id order): one statement, cheaper than an object each
     through the unit of work. They go in as the transaction commits, or before its next
     statement through the session, where the session's autoflush would have written
-    them: what the transaction does next (``/forget`` rewriting a chat's rows) sees them."""
+    them: what the transaction does next (``/forget`` rewriting a chat's rows) sees them.
+    Never inside a savepoint: one that fails must not take earlier rows with it (they go
+    after it; nothing done inside a savepoint reads the outbox)."""
+    if session.in_nested_transaction():
+        return
     rows = session.info.pop(OUTBOX_ROWS, None)
     if rows:
         session.connection().execute(_INSERT_ROWS, rows)
@@ -140,3 +145,24 @@ def _write_queued(session: Session) -> None:
 @event.listens_for(Session, "do_orm_execute")
 def _write_queued_first(state) -> None:
     _write_queued(state.session)
+
+
+@event.listens_for(Session, "after_transaction_create")
+def _mark_savepoint(session: Session, transaction) -> None:
+    """Remember how many rows were queued when a savepoint began …"""
+    if transaction.nested:
+        session.info.setdefault(SAVEPOINT_MARKS, {})[transaction] = len(
+            session.info.get(OUTBOX_ROWS, ()))
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_rolled_back(session: Session, previous_transaction) -> None:
+    """… so that what was queued inside it goes when it rolls back, as the objects added
+    inside a rolled-back savepoint do; a whole transaction rolled back takes all."""
+    if not previous_transaction.nested:
+        session.info.pop(OUTBOX_ROWS, None)
+        session.info.pop(SAVEPOINT_MARKS, None)
+        return
+    mark = session.info.get(SAVEPOINT_MARKS, {}).pop(previous_transaction, None)
+    if mark is not None:
+        del session.info.get(OUTBOX_ROWS, [])[mark:]

@@ -66,3 +66,27 @@ async def test_a_failed_transaction_leaves_no_queued_row(db, inline):
     await db.run(ok, inline=inline)
     rows = await db.run(lambda s: s.scalars(select(Outbox)))
     assert texts(rows) == ["kept"]
+
+
+class Undone(Exception):
+    pass
+
+
+@pytest.mark.parametrize("inline", [False, True])
+async def test_a_savepoint_that_fails_takes_only_what_was_queued_inside_it(db, inline):
+    """Rows queued before a savepoint are not written inside it (its failure would take
+    them along); rows queued inside one that rolls back go, as objects added there do;
+    rows queued inside one that holds stay, in order."""
+    async def work(session):
+        enqueue(session, Target("telegram", "701"), OutMessage(text="before"), NOW)
+        with pytest.raises(Undone):
+            async with session.begin_nested():
+                enqueue(session, Target("telegram", "701"), OutMessage(text="undone"), NOW)
+                await session.scalar(select(Outbox.id).limit(1))  # a statement inside it
+                raise Undone
+        async with session.begin_nested():
+            enqueue(session, Target("telegram", "701"), OutMessage(text="held"), NOW)
+        enqueue(session, Target("telegram", "701"), OutMessage(text="after"), NOW)
+    await db.run(work, inline=inline)
+    rows = await db.run(lambda s: s.scalars(select(Outbox).order_by(Outbox.id)))
+    assert texts(rows) == ["before", "held", "after"]
