@@ -85,11 +85,11 @@ class Ledger:
             among(self.session, RateCounter.key, new), RateCounter.period >= _period(oldest)))
         # the first counting slot of each key, worked out once rather than per row read
         # (the bot-wide key alone has a hundred slots in its second)
-        first = {key: int(_period(self._first(window))) for key, window in new.items()}
+        first = {key: self._first_period(window) for key, window in new.items()}
         for key in new:
             self.slots[key] = {}
         for key, period, count in rows:
-            if int(period) >= first[key]:  # as ``counts``
+            if int(period) >= first[key]:
                 start = int(period) / 1000
                 self.slots[key][start] = self.slots[key].get(start, 0) + count
 
@@ -97,7 +97,11 @@ class Ledger:
         """Whether the slot stored as ``period`` still counts now. Compared in whole
         milliseconds, as slots are stored: at today's timestamps (1.8e9 s) a float holds
         only about 2e-7 s, and comparing floats dropped some slots up to a slot early."""
-        return int(period) >= int(_period(self._first(window)))
+        return int(period) >= self._first_period(window)
+
+    def _first_period(self, window: Window) -> int:
+        """The oldest slot that still counts, in the whole milliseconds slots are stored in."""
+        return int(_period(self._first(window)))
 
     def room(self, key: str) -> int:
         return self._room(PREFIX + key)
