@@ -119,7 +119,6 @@ def enqueue(session: AsyncSession, target: Target, message: OutMessage, now: dat
                              filename=None))
     if message.document:
         parts.append(OutMessage(text="", document=message.document, filename=message.filename))
-    session.info[QUEUED] = True
     session.info.setdefault(OUTBOX_ROWS, []).extend(
         {"channel": target.channel, "chat_id": str(target.chat_id), "payload": part.to_payload(),
          "state": "pending", "attempts": 0, "next_try_at": now, "created_at": now}
@@ -140,6 +139,7 @@ def _write_queued(session: Session) -> None:
     rows = session.info.pop(OUTBOX_ROWS, None)
     if rows:
         session.connection().execute(_INSERT_ROWS, rows)
+        session.info[QUEUED] = True  # the sender wakes after the commit (only if written)
 
 
 @event.listens_for(Session, "do_orm_execute")
@@ -161,6 +161,7 @@ def _drop_rolled_back(session: Session, previous_transaction) -> None:
     inside a rolled-back savepoint do; a whole transaction rolled back takes all."""
     if not previous_transaction.nested:
         session.info.pop(OUTBOX_ROWS, None)
+        session.info.pop(QUEUED, None)
         session.info.pop(SAVEPOINT_MARKS, None)
         return
     mark = session.info.get(SAVEPOINT_MARKS, {}).pop(previous_transaction, None)

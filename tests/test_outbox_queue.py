@@ -90,3 +90,40 @@ async def test_a_savepoint_that_fails_takes_only_what_was_queued_inside_it(db, i
     await db.run(work, inline=inline)
     rows = await db.run(lambda s: s.scalars(select(Outbox).order_by(Outbox.id)))
     assert texts(rows) == ["before", "held", "after"]
+
+
+async def test_a_rolled_back_session_used_again_writes_only_what_came_after(db):
+    """A whole transaction rolled back takes every row it queued, savepoint marks
+    included; the same session's next transaction starts with an empty queue."""
+    async with db.sessions() as session:
+        enqueue(session, Target("telegram", "801"), OutMessage(text="dropped"), NOW)
+        async with session.begin_nested():
+            enqueue(session, Target("telegram", "801"), OutMessage(text="dropped too"), NOW)
+        await session.rollback()
+        enqueue(session, Target("telegram", "801"), OutMessage(text="kept"), NOW)
+        await session.commit()
+    rows = await db.run(lambda s: s.scalars(select(Outbox).order_by(Outbox.id)))
+    assert texts(rows) == ["kept"]
+
+
+@pytest.mark.parametrize("inline", [False, True])
+async def test_the_sender_is_woken_only_by_a_commit_that_wrote_rows(db, inline):
+    """Messages queued only inside a savepoint that rolled back leave nothing to send:
+    no wake-up for the sender. A commit that wrote rows wakes it once."""
+    wakes: list[int] = []
+    db.on_commit(lambda: wakes.append(1))
+
+    async def undone(session):
+        with pytest.raises(Undone):
+            async with session.begin_nested():
+                enqueue(session, Target("telegram", "901"), OutMessage(text="undone"), NOW)
+                raise Undone
+    await db.run(undone, inline=inline)
+    assert wakes == []
+
+    async def kept(session):
+        enqueue(session, Target("telegram", "901"), OutMessage(text="kept"), NOW)
+    await db.run(kept, inline=inline)
+    assert wakes == [1]
+    rows = await db.run(lambda s: s.scalars(select(Outbox)))
+    assert texts(rows) == ["kept"]
