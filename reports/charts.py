@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import io
 
+import functools
+
 import matplotlib
+from matplotlib import font_manager
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -18,6 +21,25 @@ FONT = ["Noto Sans CJK SC", "DejaVu Sans"]
 SIZE = (10, 6)  # inches
 DPI = 100  # → 1000 × 600 pixels
 COLOURS = ("#4c72b0", "#55a868", "#dd8452")
+
+
+@functools.cache
+def _find_cjk_font() -> bool:
+    """True once matplotlib knows the CJK font. Its font list is cached on disk when it
+    first runs; fonts installed after that (``make browser`` after a first test run, an
+    admin adding fonts-noto-cjk later) are not in it, and every Chinese label would be
+    drawn as empty boxes. Such fonts are added from the system's list, once per process."""
+    def known() -> bool:
+        return any(f.name == FONT[0] for f in font_manager.fontManager.ttflist)
+    if known():
+        return True
+    for path in font_manager.findSystemFonts():
+        if "CJK" in path:
+            try:
+                font_manager.fontManager.addfont(path)
+            except (OSError, RuntimeError, ValueError):
+                continue  # an unreadable file: the others may do
+    return known()
 
 
 def _png(figure: Figure) -> bytes:
@@ -84,6 +106,7 @@ def workload_chart(report: Report, core_category_name, t: Translator) -> bytes:
 
 def render(report: Report, core_category_name, t: Translator) -> list[tuple[str, bytes]]:
     """Every chart as (file name, PNG bytes). Blocking: run it in a worker thread."""
+    _find_cjk_font()
     with matplotlib.rc_context({"font.family": FONT, "axes.unicode_minus": False}):
         return [(f"rates-{report.period.label}.png", rates_chart(report, t)),
                 (f"levels-{report.period.label}.png", workload_chart(report, core_category_name, t))]

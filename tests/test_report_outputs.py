@@ -8,10 +8,12 @@ import asyncio
 import io
 import re
 import sys
+import warnings
 from datetime import timezone
 from pathlib import Path
 
 import pytest
+from matplotlib import font_manager
 from openpyxl import load_workbook
 from openpyxl.utils import get_column_letter
 from PIL import Image
@@ -364,3 +366,16 @@ async def test_cli_writes_the_workbook_charts_and_summary(whistle, month, tmp_pa
         stderr=asyncio.subprocess.PIPE)
     _, stderr = await unknown.communicate()
     assert unknown.returncode == 2 and "unknown scope" in stderr.decode()
+
+
+async def test_chinese_labels_are_drawn_with_the_cjk_font(whistle, month):
+    """Every glyph of the zh-Hans charts is in a font: matplotlib warns of a missing one
+    (drawn as an empty box), which fails this test, even when its font cache was built
+    before fonts-noto-cjk was installed."""
+    report, _ = await november(whistle, "zh_Hans")
+    t = whistle.i18n.get("zh_Hans")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="Glyph .* missing from font")
+        rendered = charts.render(report, lambda code: category_name(whistle.core, code, t), t)
+    assert [name for name, _ in rendered] == ["rates-2026-11.png", "levels-2026-11.png"]
+    assert any(f.name == "Noto Sans CJK SC" for f in font_manager.fontManager.ttflist)
