@@ -642,8 +642,10 @@ class Sender:
         await record(session, [(o.claim.windows, o.claim.cost) for o in outcomes], wall,
                      self.config.margin)
         ids = [o.claim.row.id for o in outcomes]
-        ours = set(await session.scalars(select(Outbox.id).where(
-            among(session, Outbox.id, ids), Outbox.lease_owner == self.owner)))
+        now_at = {row_id: (owner, chat_id) for row_id, owner, chat_id in (await session.execute(
+            select(Outbox.id, Outbox.lease_owner, Outbox.chat_id).where(
+                among(session, Outbox.id, ids)))).all()}
+        ours = {row_id for row_id, (owner, _) in now_at.items() if owner == self.owner}
         settled = [o for o in outcomes if o.claim.row.id in ours]
         for outcome in outcomes:
             if outcome.claim.row.id not in ours:
@@ -651,15 +653,20 @@ class Sender:
                             outcome.claim.row.id, outcome.changes.get("state", "retry"))
         if settled:
             await session.execute(SETTLE, [_settled(o) for o in settled])
-        # a message that was posted shows its ref, whoever holds the lease now
+        # a message that was posted shows its ref, whoever holds the lease now — unless
+        # the chat was forgotten meanwhile (``/forget`` renames its rows): its id must not
+        # come back with the ref, or later edits would go to the resident again
         posted = {(o.claim.row.channel, o.claim.row.chat_id, o.posted.ref): o.posted.message_id
-                  for o in outcomes if o.posted is not None}
+                  for o in outcomes if o.posted is not None
+                  and now_at.get(o.claim.row.id, (None, o.claim.row.chat_id))[1]
+                  == o.claim.row.chat_id}
         if posted:
             await remember(session, posted, self.clock())
         for outcome in settled:
             row = outcome.claim.row
             if outcome.alert is not None and self.core is not None:
-                if await failures.delivery_failed(session, self.core, row.channel, row.chat_id,
+                chat_id = now_at[row.id][1]  # as it is now: a forgotten chat's pseudonym
+                if await failures.delivery_failed(session, self.core, row.channel, chat_id,
                                                   outcome.alert):
                     self.stats["alerts"] += 1
 

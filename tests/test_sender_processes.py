@@ -360,3 +360,31 @@ async def test_a_budget_freeing_in_a_moment_is_used_the_moment_it_frees(world, d
     assert api.rate_limited == 0
     assert all(numbered(api, chat) == [0] for chat in PRIVATES[:15])
     assert led > 0  # some went out the moment their budget freed, leased before it did
+
+
+async def test_a_card_posted_while_the_resident_is_forgotten_keeps_no_chat_id(
+        world, database_url, tmp_path):
+    """``/forget`` commits while a message with a ref is on its way to the resident: the
+    outcome must not bring their chat id back as the ref's message (every later edit
+    would go to them again). The rows of the chat name the pseudonym, as
+    ``models.privacy.forget`` leaves them, and the ref is simply not remembered."""
+    api, clock = world, FastClock()
+    async with Process(api, database_url, tmp_path, clock, "A", limits()) as a:
+        await queue(a.db, clock, [(7100, OutMessage(text="your report", ref="mine:1"))])
+        api.delay_next("sendMessage", 0.3)  # carried out at once, answered late
+        run = asyncio.create_task(a.sender.flush())
+        await api.wait_for(lambda: [body for body in map(lambda m: m.get("text"),
+                                                          api.bot_messages(7100))
+                                    if body == "your report"], description="sent")
+
+        async def forget_chat(session):  # what privacy.forget does to the chat's rows
+            for table in (Outbox, MessageRef):
+                await session.execute(update(table).where(
+                    table.channel == "telegram", table.chat_id == "7100")
+                    .values(chat_id="forgotten-1"))
+        await a.db.run(forget_chat)
+        assert await run == 1
+        refs = list(await a.db.run(lambda s: s.scalars(select(MessageRef))))
+        done = await rows(a.db)
+    assert [(r.chat_id, r.state) for r in done] == [("forgotten-1", "sent")]
+    assert [(r.ref, r.chat_id) for r in refs if r.chat_id == "7100"] == []
