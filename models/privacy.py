@@ -21,6 +21,9 @@ from .lifecycle import FINAL
 from .tables import Dialogue, Follower, Identity, Media, MessageRef, Outbox, Person, Ticket
 
 
+FORGOTTEN = "dropped: the resident erased their data (/forget)"
+
+
 async def forget(session: AsyncSession, core: Core, person: Person) -> None:
     """Erase a resident's personal data; their tickets stay, anonymous."""
     from . import tickets  # the cards they appear on are redrawn
@@ -36,6 +39,12 @@ async def forget(session: AsyncSession, core: Core, person: Person) -> None:
             await session.execute(update(table).where(
                 table.channel == identity.channel, table.chat_id == identity.external_id)
                 .values(chat_id=pseudonym))
+        # what still waits for them goes nowhere: a pseudonym is no chat to try, and no
+        # delivery failure to report (a row in flight is left to its sender's outcome)
+        await session.execute(update(Outbox).where(
+            Outbox.channel == identity.channel, Outbox.chat_id == pseudonym,
+            Outbox.state == "pending", Outbox.lease_owner.is_(None))
+            .values(state="failed", error=FORGOTTEN))
         identity.external_id, identity.language_code, identity.blocked = pseudonym, None, True
     for phone in phones:  # e.g. "Reporter's phone for #…" sent to the handler
         rows = await session.scalars(select(Outbox).where(

@@ -18,8 +18,9 @@ import pytest
 from chat import Resident, all_button_data, body
 from images import jpeg
 from PIL import Image
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
+from models.messages import OutMessage, Target, enqueue
 from models.nearby import distance_m
 from models.photos import clean as clean_photo
 from models.rates import three_rates
@@ -867,6 +868,34 @@ async def test_forget_erases_personal_data_and_keeps_the_tickets(whistle, api, r
     assert newcomer.id != me.id and newcomer.name == "Qiao Mei"
     await r.text("/cancel", "Cancelled.")
     await r.text("/my", NO_REPORTS)
+
+
+async def test_forget_drops_what_still_waits_for_the_resident(whistle, api, resident, clock):
+    """A message to the resident still waiting in the outbox (here, for its retry) when
+    they use /forget goes nowhere: its row takes the pseudonym and is dropped as failed —
+    not tried later against a chat that does not exist, nor reported to the admins as a
+    delivery failure. The goodbye, queued after the erasure, still reaches them."""
+    r = resident(9001, "Qiao Mei")
+    await r.text("/start", WELCOME, ASK_CATEGORY)
+    await r.text("/cancel", "Cancelled.")
+
+    async def waiting(session):
+        enqueue(session, Target("telegram", str(r.id)), OutMessage(text="Your report moved on"),
+                clock.now)
+        await session.flush()
+        await session.execute(update(Outbox).where(Outbox.payload["text"].as_string()
+                                                   == "Your report moved on")
+                              .values(attempts=1, next_try_at=clock.now + timedelta(hours=1)))
+    question = await r.text("/forget", FORGET_QUESTION)
+    await whistle.db.run(waiting)
+    await r.press(question, "fg:yes", ERASED)
+
+    left = [(o.chat_id, o.state, o.error) for o in await rows(whistle, Outbox)
+            if o.payload.get("text") == "Your report moved on"]
+    assert len(left) == 1 and left[0][0].startswith("forgotten-")
+    assert left[0][1:] == ("failed", "dropped: the resident erased their data (/forget)")
+    assert await count(whistle, Outbox, Outbox.chat_id == str(r.id),
+                       Outbox.state == "pending") == 0
 
 
 async def test_forget_no_erases_nothing(whistle, api, resident):
