@@ -41,6 +41,7 @@ from bot.config import SenderConfig
 from models import failures, limits
 from models.db import Database, among, upsert_insert
 from models.messages import OutMessage
+from models.privacy import FORGOTTEN, is_forgotten
 from models.tables import MessageRef, Outbox
 
 if TYPE_CHECKING:
@@ -180,10 +181,14 @@ SETTLE = (update(Outbox.__table__).where(Outbox.__table__.c.id == bindparam("row
                   sent_at=bindparam("sent_at"), lease_owner=None, lease_until=None))
 
 
-def _settled(outcome: Outcome) -> dict:
+def _settled(outcome: Outcome, forgotten: bool = False) -> dict:
+    """The row's columns after ``outcome``. ``forgotten``: the resident used /forget
+    meanwhile, so a message that was to be tried again is dropped instead."""
     row = outcome.claim.row
     values = {"state": row.state, "attempts": row.attempts, "error": row.error,
               "next_try_at": row.next_try_at, "sent_at": row.sent_at} | outcome.changes
+    if forgotten and values["state"] == "pending":
+        values |= {"state": "failed", "error": FORGOTTEN}
     return {"row_id": row.id, **values}
 
 
@@ -642,17 +647,21 @@ class Sender:
         await record(session, [(o.claim.windows, o.claim.cost) for o in outcomes], wall,
                      self.config.margin)
         ids = [o.claim.row.id for o in outcomes]
+        # locked, so that a /forget renaming the chat (models/privacy.py) is either seen
+        # here or comes after this transaction and renames what it writes too
         now_at = {row_id: (owner, chat_id) for row_id, owner, chat_id in (await session.execute(
             select(Outbox.id, Outbox.lease_owner, Outbox.chat_id).where(
-                among(session, Outbox.id, ids)))).all()}
+                among(session, Outbox.id, ids)).with_for_update())).all()}
         ours = {row_id for row_id, (owner, _) in now_at.items() if owner == self.owner}
+        forgotten = {row_id for row_id, (_, chat_id) in now_at.items() if is_forgotten(chat_id)}
         settled = [o for o in outcomes if o.claim.row.id in ours]
         for outcome in outcomes:
             if outcome.claim.row.id not in ours:
                 log.warning("outbox %s: lease lost before its outcome (%s) was recorded",
                             outcome.claim.row.id, outcome.changes.get("state", "retry"))
         if settled:
-            await session.execute(SETTLE, [_settled(o) for o in settled])
+            await session.execute(SETTLE, [_settled(o, o.claim.row.id in forgotten)
+                                           for o in settled])
         # a message that was posted shows its ref, whoever holds the lease now — unless
         # the chat was forgotten meanwhile (``/forget`` renames its rows): its id must not
         # come back with the ref, or later edits would go to the resident again
@@ -664,8 +673,8 @@ class Sender:
             await remember(session, posted, self.clock())
         for outcome in settled:
             row = outcome.claim.row
-            if outcome.alert is not None and self.core is not None:
-                chat_id = now_at[row.id][1]  # as it is now: a forgotten chat's pseudonym
+            if outcome.alert is not None and self.core is not None and row.id not in forgotten:
+                chat_id = now_at[row.id][1]  # as it is now (a group that migrated: its new id)
                 if await failures.delivery_failed(session, self.core, row.channel, chat_id,
                                                   outcome.alert):
                     self.stats["alerts"] += 1

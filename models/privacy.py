@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import String, cast, delete, func, select, update
+from sqlalchemy import String, cast, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .context import Core
@@ -22,6 +22,12 @@ from .tables import Dialogue, Follower, Identity, Media, MessageRef, Outbox, Per
 
 
 FORGOTTEN = "dropped: the resident erased their data (/forget)"
+PSEUDONYM = "forgotten-"  # a forgotten identity's external id, and its chat's in every row
+
+
+def is_forgotten(chat_id: str) -> bool:
+    """True for the chat of a resident who used /forget (no chat app uses such ids)."""
+    return chat_id.startswith(PSEUDONYM)
 
 
 async def forget(session: AsyncSession, core: Core, person: Person) -> None:
@@ -34,17 +40,20 @@ async def forget(session: AsyncSession, core: Core, person: Person) -> None:
     person.name, person.phone, person.locale, person.forgotten_at = (
         f"resident-{person.id}", None, None, now)
     for identity in await session.scalars(select(Identity).where(Identity.person_id == person.id)):
-        pseudonym = f"forgotten-{identity.id}"
+        pseudonym = f"{PSEUDONYM}{identity.id}"
         for table in (Outbox, MessageRef):  # the chat id goes from what was sent, too
             await session.execute(update(table).where(
                 table.channel == identity.channel, table.chat_id == identity.external_id)
                 .values(chat_id=pseudonym))
         # what still waits for them goes nowhere: a pseudonym is no chat to try, and no
-        # delivery failure to report (a row in flight is left to its sender's outcome)
+        # delivery failure to report. A row a sender holds is left to its outcome (the
+        # sender drops it too unless it went out: ``Sender._record``); one whose sender
+        # died holding it (its lease ran out) is dropped here.
         await session.execute(update(Outbox).where(
             Outbox.channel == identity.channel, Outbox.chat_id == pseudonym,
-            Outbox.state == "pending", Outbox.lease_owner.is_(None))
-            .values(state="failed", error=FORGOTTEN))
+            Outbox.state == "pending",
+            or_(Outbox.lease_owner.is_(None), Outbox.lease_until < now))
+            .values(state="failed", error=FORGOTTEN, lease_owner=None, lease_until=None))
         identity.external_id, identity.language_code, identity.blocked = pseudonym, None, True
     for phone in phones:  # e.g. "Reporter's phone for #…" sent to the handler
         rows = await session.scalars(select(Outbox).where(

@@ -10,6 +10,7 @@ and group texts are computed with the group translator). Every test also checks 
 database."""
 from __future__ import annotations
 
+import asyncio
 import io
 import math
 from datetime import timedelta
@@ -871,31 +872,44 @@ async def test_forget_erases_personal_data_and_keeps_the_tickets(whistle, api, r
 
 
 async def test_forget_drops_what_still_waits_for_the_resident(whistle, api, resident, clock):
-    """A message to the resident still waiting in the outbox (here, for its retry) when
-    they use /forget goes nowhere: its row takes the pseudonym and is dropped as failed —
-    not tried later against a chat that does not exist, nor reported to the admins as a
-    delivery failure. The goodbye, queued after the erasure, still reaches them."""
+    """Messages to the resident still waiting in the outbox when they use /forget go
+    nowhere: their rows take the pseudonym and are dropped as failed — not tried later
+    against a chat that does not exist, nor reported to the admins as failures. That
+    covers a row waiting for its retry and one whose sender died holding it (its lease
+    ran out); a row a live sender holds is left to that sender's outcome. The goodbye,
+    queued after the erasure, still reaches them."""
     r = resident(9001, "Qiao Mei")
     await r.text("/start", WELCOME, ASK_CATEGORY)
     await r.text("/cancel", "Cancelled.")
+    leases = {"retry": dict(attempts=1, next_try_at=clock.now + timedelta(hours=1)),
+              "dead": dict(lease_owner="dead:1", lease_until=clock.now - timedelta(minutes=1)),
+              "live": dict(lease_owner="other:1", lease_until=clock.now + timedelta(minutes=1))}
 
     async def waiting(session):
-        enqueue(session, Target("telegram", str(r.id)), OutMessage(text="Your report moved on"),
-                clock.now)
-        await session.flush()
-        await session.execute(update(Outbox).where(Outbox.payload["text"].as_string()
-                                                   == "Your report moved on")
-                              .values(attempts=1, next_try_at=clock.now + timedelta(hours=1)))
+        for name in leases:
+            enqueue(session, Target("telegram", str(r.id)), OutMessage(text=name), clock.now)
+        for name, values in leases.items():
+            await session.execute(update(Outbox).where(
+                Outbox.payload["text"].as_string() == name).values(**values))
     question = await r.text("/forget", FORGET_QUESTION)
     await whistle.db.run(waiting)
     await r.press(question, "fg:yes", ERASED)
 
-    left = [(o.chat_id, o.state, o.error) for o in await rows(whistle, Outbox)
-            if o.payload.get("text") == "Your report moved on"]
-    assert len(left) == 1 and left[0][0].startswith("forgotten-")
-    assert left[0][1:] == ("failed", "dropped: the resident erased their data (/forget)")
-    assert await count(whistle, Outbox, Outbox.chat_id == str(r.id),
-                       Outbox.state == "pending") == 0
+    left = {o.payload.get("text"): (o.chat_id, o.state, o.error) for o in await rows(
+        whistle, Outbox) if o.payload.get("text") in leases}
+    assert {chat.startswith("forgotten-") for chat, _, _ in left.values()} == {True}
+    dropped = ("failed", "dropped: the resident erased their data (/forget)")
+    assert left["retry"][1:] == dropped and left["dead"][1:] == dropped
+    assert left["live"][1:] == ("pending", None)
+
+    async def waiting_for_them() -> int:  # the goodbye, until its answer is recorded
+        return await count(whistle, Outbox, Outbox.chat_id == str(r.id),
+                           Outbox.state == "pending")
+    for _ in range(250):
+        if not await waiting_for_them():
+            break
+        await asyncio.sleep(0.02)
+    assert await waiting_for_them() == 0
 
 
 async def test_forget_no_erases_nothing(whistle, api, resident):

@@ -371,20 +371,53 @@ async def test_a_card_posted_while_the_resident_is_forgotten_keeps_no_chat_id(
     api, clock = world, FastClock()
     async with Process(api, database_url, tmp_path, clock, "A", limits()) as a:
         await queue(a.db, clock, [(7100, OutMessage(text="your report", ref="mine:1"))])
-        api.delay_next("sendMessage", 0.3)  # carried out at once, answered late
+        api.delay_next("sendMessage", 0.35)  # carried out at once, answered late
         run = asyncio.create_task(a.sender.flush())
         await api.wait_for(lambda: [body for body in map(lambda m: m.get("text"),
                                                           api.bot_messages(7100))
                                     if body == "your report"], description="sent")
-
-        async def forget_chat(session):  # what privacy.forget does to the chat's rows
-            for table in (Outbox, MessageRef):
-                await session.execute(update(table).where(
-                    table.channel == "telegram", table.chat_id == "7100")
-                    .values(chat_id="forgotten-1"))
-        await a.db.run(forget_chat)
+        await a.db.run(forget_chat(7100))
+        assert not run.done()  # the answer is still on its way
         assert await run == 1
         refs = list(await a.db.run(lambda s: s.scalars(select(MessageRef))))
         done = await rows(a.db)
     assert [(r.chat_id, r.state) for r in done] == [("forgotten-1", "sent")]
     assert [(r.ref, r.chat_id) for r in refs if r.chat_id == "7100"] == []
+
+
+def forget_chat(chat: int):
+    """What ``models.privacy.forget`` does to a chat's rows: they take the pseudonym."""
+    async def rename(session):
+        for table in (Outbox, MessageRef):
+            await session.execute(update(table).where(
+                table.channel == "telegram", table.chat_id == str(chat))
+                .values(chat_id="forgotten-1"))
+    return rename
+
+
+async def test_a_retry_for_a_resident_forgotten_meanwhile_is_dropped_quietly(
+        world, database_url, tmp_path):
+    """An edit whose answer is lost is to be tried again; if the resident used /forget
+    while it was on its way, there is no chat to try: the row is dropped as failed,
+    with the reason, instead of being tried against the pseudonym."""
+    api, clock = world, FastClock()
+    async with Process(api, database_url, tmp_path, clock, "A", limits()) as a:
+        shown = await api_message(a, 7100, "your report, v1")
+
+        async def ref(session):
+            session.add(MessageRef(ref="mine:1", channel="telegram", chat_id="7100",
+                                   message_id=str(shown), created_at=clock()))
+        await a.db.run(ref)
+        await queue(a.db, clock, [(7100, OutMessage(text="your report, v2", ref="mine:1",
+                                                    edit=True))])
+        api.delay_next("editMessageText", 0.8)  # the client gives up after 0.4 s
+        run = asyncio.create_task(a.sender.flush())
+        await api.wait_for(lambda: any(name == "editMessageText" for name, _ in api.requests),
+                           description="edit asked")
+        await a.db.run(forget_chat(7100))
+        assert not run.done()
+        await run
+        done = await rows(a.db)
+        assert await a.sender.flush() == 0  # nothing left to try
+    assert [(r.chat_id, r.state, r.error) for r in done] == [
+        ("forgotten-1", "failed", "dropped: the resident erased their data (/forget)")]
