@@ -3,9 +3,8 @@ global figure state, safe in a worker thread). Chinese labels use Debian's
 fonts-noto-cjk ("Noto Sans CJK SC"). Call ``render`` through ``asyncio.to_thread``."""
 from __future__ import annotations
 
-import io
-
 import functools
+import io
 
 import matplotlib
 from matplotlib import font_manager
