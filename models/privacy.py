@@ -26,7 +26,8 @@ PSEUDONYM = "forgotten-"  # a forgotten identity's external id, and its chat's i
 
 
 def is_forgotten(chat_id: str) -> bool:
-    """True for the chat of a resident who used /forget (no chat app uses such ids)."""
+    """True for the chat of a resident who used /forget. Telegram's chat ids are numbers;
+    a WeCom userid an administrator spelt this way would be taken for one too."""
     return chat_id.startswith(PSEUDONYM)
 
 
