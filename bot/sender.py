@@ -181,6 +181,11 @@ SETTLE = (update(Outbox.__table__).where(Outbox.__table__.c.id == bindparam("row
                   sent_at=bindparam("sent_at"), lease_owner=None, lease_until=None))
 
 
+# a settled row's chat renamed (``OutMessage.then_rename``)
+RENAME = (update(Outbox.__table__).where(Outbox.__table__.c.id == bindparam("row_id"))
+          .values(chat_id=bindparam("chat")))
+
+
 def _settled(outcome: Outcome, forgotten: bool = False) -> dict:
     """The row's columns after ``outcome``. ``forgotten``: the resident used /forget
     meanwhile, so a message that was to be tried again is dropped instead."""
@@ -660,8 +665,13 @@ class Sender:
                 log.warning("outbox %s: lease lost before its outcome (%s) was recorded",
                             outcome.claim.row.id, outcome.changes.get("state", "retry"))
         if settled:
-            await session.execute(SETTLE, [_settled(o, o.claim.row.id in forgotten)
-                                           for o in settled])
+            values = [_settled(o, o.claim.row.id in forgotten) for o in settled]
+            await session.execute(SETTLE, values)
+            renames = [{"row_id": v["row_id"], "chat": o.claim.message.then_rename}
+                       for o, v in zip(settled, values)
+                       if o.claim.message.then_rename and v["state"] != "pending"]
+            if renames:  # a forgotten resident's goodbye went: no trace of their chat stays
+                await session.execute(RENAME, renames)
         # a message that was posted shows its ref, whoever holds the lease now — unless
         # the chat was forgotten meanwhile (``/forget`` renames its rows): its id must not
         # come back with the ref, or later edits would go to the resident again

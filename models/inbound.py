@@ -217,9 +217,9 @@ async def on_button(session: AsyncSession, core: Core, person: Person, t: Transl
         return await my_ticket(session, core, person, t, inp, ticket)
     if inp.action == "fg" and inp.private:
         if inp.arg == "yes":
-            await privacy.forget(session, core, person)
+            pseudonyms = await privacy.forget(session, core, person)
             say(session, core, inp, t._("Your personal data has been erased. Goodbye."),
-                remove_keyboard=True)
+                remove_keyboard=True, then_rename=pseudonyms.get(inp.sender.channel))
         else:
             say(session, core, inp, t._("Nothing was erased."))
         return Reply()

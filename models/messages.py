@@ -64,6 +64,9 @@ class OutMessage:
     filename: str | None = None  # … under this name (report-2026-11.xlsx)
     ref: str | None = None  # remember the sent message under this name …
     edit: bool = False  # … or edit the message remembered under ``ref`` in place
+    # once it is sent (or given up), the row's chat becomes this: a forgotten resident's
+    # goodbye must go to their chat, and then keep no trace of it (models/privacy.py)
+    then_rename: str | None = None
 
     def to_payload(self) -> dict[str, Any]:
         """The row's JSON: what ``dataclasses.asdict`` gives, built directly (asdict deep-

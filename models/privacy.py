@@ -31,8 +31,9 @@ def is_forgotten(chat_id: str) -> bool:
     return chat_id.startswith(PSEUDONYM)
 
 
-async def forget(session: AsyncSession, core: Core, person: Person) -> None:
-    """Erase a resident's personal data; their tickets stay, anonymous."""
+async def forget(session: AsyncSession, core: Core, person: Person) -> dict[str, str]:
+    """Erase a resident's personal data; their tickets stay, anonymous. Returns the
+    pseudonym that replaced their chat on each channel (for the goodbye's row)."""
     from . import tickets  # the cards they appear on are redrawn
 
     now = core.now()
@@ -40,8 +41,9 @@ async def forget(session: AsyncSession, core: Core, person: Person) -> None:
         Ticket.reporter_id == person.id, Ticket.contact_phone.is_not(None)))] if p}
     person.name, person.phone, person.locale, person.forgotten_at = (
         f"resident-{person.id}", None, None, now)
+    pseudonyms: dict[str, str] = {}
     for identity in await session.scalars(select(Identity).where(Identity.person_id == person.id)):
-        pseudonym = f"{PSEUDONYM}{identity.id}"
+        pseudonym = pseudonyms[identity.channel] = f"{PSEUDONYM}{identity.id}"
         for table in (Outbox, MessageRef):  # the chat id goes from what was sent, too
             await session.execute(update(table).where(
                 table.channel == identity.channel, table.chat_id == identity.external_id)
@@ -80,6 +82,7 @@ async def forget(session: AsyncSession, core: Core, person: Person) -> None:
     await session.flush()
     for ticket in [*reported, *[await session.get(Ticket, i) for i in followed]]:
         await tickets.refresh_cards(session, core, ticket)
+    return pseudonyms
 
 
 async def expired_photos(session: AsyncSession, core: Core, now: datetime) -> list[str]:

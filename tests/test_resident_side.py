@@ -877,7 +877,8 @@ async def test_forget_drops_what_still_waits_for_the_resident(whistle, api, resi
     against a chat that does not exist, nor reported to the admins as failures. That
     covers a row waiting for its retry and one whose sender died holding it (its lease
     ran out); a row a live sender holds is left to that sender's outcome. The goodbye,
-    queued after the erasure, still reaches them."""
+    queued after the erasure, still reaches them, and then its row keeps no trace of
+    their chat either."""
     r = resident(9001, "Qiao Mei")
     await r.text("/start", WELCOME, ASK_CATEGORY)
     await r.text("/cancel", "Cancelled.")
@@ -910,6 +911,11 @@ async def test_forget_drops_what_still_waits_for_the_resident(whistle, api, resi
             break
         await asyncio.sleep(0.02)
     assert await waiting_for_them() == 0
+    # the goodbye went to their chat, and then its row took the pseudonym too
+    goodbye = [o for o in await rows(whistle, Outbox) if o.payload.get("text", "").startswith(
+        "Your personal data has been erased")]
+    assert [(o.chat_id, o.state) for o in goodbye] == [(left["retry"][0], "sent")]
+    assert await count(whistle, Outbox, Outbox.chat_id == str(r.id)) == 0
 
 
 async def test_forget_no_erases_nothing(whistle, api, resident):
