@@ -654,11 +654,12 @@ class Sender:
         ids = [o.claim.row.id for o in outcomes]
         # locked, so that a /forget renaming the chat (models/privacy.py) is either seen
         # here or comes after this transaction and renames what it writes too
-        now_at = {row_id: (owner, chat_id) for row_id, owner, chat_id in (await session.execute(
-            select(Outbox.id, Outbox.lease_owner, Outbox.chat_id).where(
-                among(session, Outbox.id, ids)).with_for_update())).all()}
-        ours = {row_id for row_id, (owner, _) in now_at.items() if owner == self.owner}
-        forgotten = {row_id for row_id, (_, chat_id) in now_at.items() if is_forgotten(chat_id)}
+        found = (await session.execute(select(Outbox.id, Outbox.lease_owner, Outbox.chat_id)
+                                       .where(among(session, Outbox.id, ids))
+                                       .with_for_update())).all()
+        ours = {row_id for row_id, owner, _ in found if owner == self.owner}
+        chat_now = {row_id: chat_id for row_id, _, chat_id in found}
+        forgotten = {row_id for row_id, chat_id in chat_now.items() if is_forgotten(chat_id)}
         settled = [o for o in outcomes if o.claim.row.id in ours]
         for outcome in outcomes:
             if outcome.claim.row.id not in ours:
@@ -677,16 +678,15 @@ class Sender:
         # come back with the ref, or later edits would go to the resident again
         posted = {(o.claim.row.channel, o.claim.row.chat_id, o.posted.ref): o.posted.message_id
                   for o in outcomes if o.posted is not None
-                  and now_at.get(o.claim.row.id, (None, o.claim.row.chat_id))[1]
-                  == o.claim.row.chat_id}
+                  and chat_now.get(o.claim.row.id, o.claim.row.chat_id) == o.claim.row.chat_id}
         if posted:
             await remember(session, posted, self.clock())
         for outcome in settled:
             row = outcome.claim.row
             if outcome.alert is not None and self.core is not None and row.id not in forgotten:
-                chat_id = now_at[row.id][1]  # as it is now (a group that migrated: its new id)
-                if await failures.delivery_failed(session, self.core, row.channel, chat_id,
-                                                  outcome.alert):
+                # the chat as it is now (a group that migrated: its new id)
+                if await failures.delivery_failed(session, self.core, row.channel,
+                                                  chat_now[row.id], outcome.alert):
                     self.stats["alerts"] += 1
 
     def _retry(self, row: Outbox, message: OutMessage, exc: Retry) -> dict:
