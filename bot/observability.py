@@ -29,6 +29,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import case, func, select, text
 
+from models.privacy import FORGOTTEN
 from models.tables import Outbox, Ticket
 
 if TYPE_CHECKING:
@@ -174,6 +175,8 @@ class _DatabaseCollector(Collector):
         for name, state, help_text in (
                 ("whistle_outbox_sent", "sent", "Messages delivered (rows in the outbox)"),
                 ("whistle_outbox_failed", "failed", "Messages given up on (refused, or too many tries)"),
+                ("whistle_outbox_dropped", "dropped",
+                 "Messages not sent because the resident erased their data (/forget)"),
                 ("whistle_outbox_uncertain", "uncertain",
                  "Messages that may not have arrived or may show twice: the answer was lost, "
                  "or they were sent again after a crash"),
@@ -197,12 +200,16 @@ async def _read_figures(session, now: datetime) -> dict[str, Any]:
     doubted = 0
     rows = await session.execute(select(
         Outbox.state, func.count(), func.sum(case((Outbox.attempts > 0, 1), else_=0)),
-        func.sum(case((Outbox.doubt.is_not(None) & (Outbox.state == "sent"), 1), else_=0)))
+        func.sum(case((Outbox.doubt.is_not(None) & (Outbox.state == "sent"), 1), else_=0)),
+        func.sum(case((Outbox.error == FORGOTTEN, 1), else_=0)))
         .group_by(Outbox.state))
-    for state, count, with_retries, with_doubt in rows:
+    for state, count, with_retries, with_doubt, forgotten in rows:
         outbox[state] = count
         retried += int(with_retries or 0)
         doubted += int(with_doubt or 0)
+        if state == "failed":  # dropped for a /forget: nothing went wrong
+            outbox["dropped"] = int(forgotten or 0)
+            outbox[state] -= outbox["dropped"]
     # sent again after a crash: they may show twice, so they count as uncertain too
     outbox["uncertain"] = outbox.get("uncertain", 0) + doubted
     tickets = dict((await session.execute(

@@ -164,6 +164,7 @@ class _ApiError(Exception):
         self.code = code
         self.description = description
         self.parameters = parameters
+        self.late = 0.0  # seconds before the error is answered (fault injection)
 
     def response(self) -> web.Response:
         body: dict[str, Any] = {"ok": False, "error_code": self.code, "description": self.description}
@@ -811,13 +812,18 @@ class FakeBotApi:
     # ------------------------------------------------------------------ fault injection
 
     def fail_next(self, method: str, error_code: int, description: str,
-                  retry_after: int | None = None, count: int = 1, after: int = 0) -> None:
+                  retry_after: int | None = None, count: int = 1, after: int = 0,
+                  late: float = 0.0) -> None:
         """The next ``count`` calls of ``method`` answer with this error (429s carry
-        ``retry_after``), once ``after`` calls of it have gone through."""
+        ``retry_after``), once ``after`` calls of it have gone through; ``late``: each
+        error is answered that many seconds after the call came (a slow refusal)."""
         parameters = {"retry_after": retry_after} if retry_after is not None else {}
         faults = self._faults.setdefault(method.lower(), deque())
         faults.extend([None] * after)
-        faults.extend(_ApiError(error_code, description, **parameters) for _ in range(count))
+        for _ in range(count):
+            fault = _ApiError(error_code, description, **parameters)
+            fault.late = late
+            faults.append(fault)
 
     def delay_next(self, method: str, seconds: float, count: int = 1) -> None:
         """The next ``count`` calls of ``method`` are carried out, then answered only after
@@ -891,6 +897,8 @@ class FakeBotApi:
             log.debug("%s %s", name, params)
             faults = self._faults.get(name.lower())
             if faults and (fault := faults.popleft()) is not None:
+                if fault.late:
+                    await asyncio.sleep(fault.late)
                 raise fault
             if self._limits is not None:
                 self._check_limits(name, params)

@@ -16,6 +16,7 @@ from bot.config import LoggingConfig
 from bot.observability import configure_logging
 from models.db import Database
 from models.messages import OutMessage, Target, enqueue
+from models.privacy import FORGOTTEN
 from models.tables import Inbox, Outbox, Ticket
 from scheduler.runner import Scheduler
 from tests.flows import file_report
@@ -102,6 +103,23 @@ async def test_healthz_fails_when_a_message_waits_too_long(whistle, api, people,
     assert metrics[("whistle_outbox_queue_depth", ())] >= 1
 
 
+async def test_messages_dropped_for_a_forget_are_not_counted_as_failures(whistle, api):
+    """/forget drops what still waits for the resident (models/privacy.py): those rows are
+    ``failed`` in the table, but nothing went wrong, so /metrics counts them apart."""
+    async def queued(session):
+        for chat, text in (("forgotten-1", "dropped"), ("forgotten-1", "dropped too"),
+                           ("-100999", "refused")):
+            enqueue(session, Target("telegram", chat), OutMessage(text=text), whistle.core.now())
+        await session.execute(update(Outbox).where(Outbox.chat_id == "forgotten-1")
+                              .values(state="failed", error=FORGOTTEN))
+        await session.execute(update(Outbox).where(Outbox.chat_id == "-100999")
+                              .values(state="failed", error="chat not found"))
+    await whistle.db.run(queued)
+    metrics = await scrape(whistle)
+    assert metrics[("whistle_outbox_dropped", ())] == 2
+    assert metrics[("whistle_outbox_failed", ())] == 1
+
+
 async def test_metrics_match_the_database_after_a_report(whistle, api, people):
     resident = people(9202, "Bob", "en")
     await file_report(api, whistle, resident)
@@ -125,6 +143,7 @@ async def test_metrics_match_the_database_after_a_report(whistle, api, people):
         assert metrics[("whistle_tickets", (("state", state),))] == count
     assert metrics[("whistle_outbox_sent", ())] == outbox["sent"] > 0
     assert metrics[("whistle_outbox_failed", ())] == outbox.get("failed", 0)
+    assert metrics[("whistle_outbox_dropped", ())] == 0
     assert metrics[("whistle_outbox_uncertain", ())] == outbox.get("uncertain", 0)
     assert metrics[("whistle_outbox_queue_depth", ())] == outbox.get("pending", 0) == 0
     assert metrics[("whistle_outbox_retried", ())] == retried

@@ -8,8 +8,12 @@ from datetime import timedelta
 
 import pytest
 
+from sqlalchemy import select
+
 from flows import outbox
+from models import privacy
 from models.messages import OutMessage, Target, enqueue
+from models.tables import Identity, Outbox, Person
 
 CENTRE_CHAT = -100500  # the district's chat: the command centre of the sample district
 G03_CHAT = -100103
@@ -99,6 +103,37 @@ async def test_a_resident_who_blocked_the_bot_is_not_an_incident(whistle, api, p
     assert [r.state for r in rows] == ["failed"] * 3
     sends = [p for name, p in api.requests if name == "sendMessage" and p.get("chat_id") == 9001]
     assert len(sends) == 1  # the first 403 dropped the rest without asking Telegram again
+    await api.wait_idle()
+    assert alerts(api, CENTRE_CHAT) == [] and whistle.sender.stats["alerts"] == 0
+
+
+async def test_a_refusal_for_a_resident_forgotten_meanwhile_is_not_an_incident(whistle, api,
+                                                                              people):
+    """A send that Telegram refuses while the resident uses /forget: the chat it names no
+    longer exists in Whistle, so there is nobody to report it about. No admin alert, and
+    the row keeps only the pseudonym."""
+    await people(9001, "Li Si", language="en").say("/start")
+    await api.wait_idle()  # the rest of the welcome is out
+    api.fail_next("sendMessage", 400, "Bad Request: chat not found", late=0.5)
+    await queue(whistle, 9001, "on its way")
+    await api.wait_for(lambda: any(name == "sendMessage" and p.get("text") == "on its way"
+                                   for name, p in api.requests), description="send asked")
+
+    async def forget(session):
+        person = await session.scalar(select(Person).join(Identity).where(
+            Identity.channel == "telegram", Identity.external_id == "9001"))
+        pseudonym = (await privacy.forget(session, whistle.core, person))["telegram"]
+        # the refusal is still on its way: the sender has not recorded an outcome
+        row = await session.scalar(select(Outbox).where(
+            Outbox.chat_id == pseudonym, Outbox.payload["text"].as_string() == "on its way"))
+        return pseudonym, row.state, row.lease_owner is not None
+    pseudonym, state, leased = await whistle.db.run(forget)
+    assert (state, leased) == ("pending", True)
+
+    rows = await all_settled(whistle, pseudonym)
+    [row] = [r for r in rows if r.payload.get("text") == "on its way"]
+    assert (row.state, "chat not found" in row.error.lower()) == ("failed", True)
+    assert await outbox(whistle, 9001) == []
     await api.wait_idle()
     assert alerts(api, CENTRE_CHAT) == [] and whistle.sender.stats["alerts"] == 0
 
