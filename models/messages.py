@@ -2,6 +2,7 @@
 a map pin); each channel's sender decides *how* (inline keyboard, template card)."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any
@@ -13,6 +14,7 @@ from sqlalchemy.orm import Session
 from .db import QUEUED
 from .tables import Outbox
 
+log = logging.getLogger(__name__)
 OUTBOX_ROWS = "whistle.outbox_rows"  # session.info: rows queued and not yet written
 SAVEPOINT_MARKS = "whistle.outbox_marks"  # session.info: savepoint -> rows queued before it
 _INSERT_ROWS = Outbox.__table__.insert()
@@ -82,7 +84,14 @@ class OutMessage:
 
     @classmethod
     def from_payload(cls, data: dict[str, Any]) -> "OutMessage":
-        data = dict(data)
+        """The message a row holds. A field this code does not know (queued by a newer
+        process, in a rolling deploy) is left out, with a warning: the message still goes,
+        without what the field adds, rather than being given up as unsendable."""
+        unknown = data.keys() - _KNOWN
+        data = {key: value for key, value in data.items() if key not in unknown}
+        if unknown:
+            log.warning("outgoing message with fields this version does not know, sent "
+                        "without them: %s", ", ".join(sorted(unknown)))
         data["buttons"] = [[Button(**b) for b in row] for row in data.get("buttons") or []]
         if data.get("keyboard") is not None:
             data["keyboard"] = [[KeyButton(**b) for b in row] for row in data["keyboard"]]
@@ -92,6 +101,7 @@ class OutMessage:
 
 
 _FIELDS = tuple(f.name for f in fields(OutMessage))
+_KNOWN = frozenset(_FIELDS)
 
 
 @dataclass(frozen=True)

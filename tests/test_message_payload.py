@@ -24,3 +24,12 @@ def test_the_payload_reads_back_to_the_same_message_through_json():
     for message in (FULL, OutMessage(text="hello")):
         stored = json.loads(json.dumps(message.to_payload()))
         assert OutMessage.from_payload(stored) == message
+
+
+def test_a_field_from_a_newer_version_is_left_out_with_a_warning(caplog):
+    """In a rolling deploy a newer process may queue a field this one does not know: the
+    message is still read (and sent) without it, and the log says so."""
+    stored = {**OutMessage(text="hello", ref="card:1").to_payload(), "sparkle": True}
+    with caplog.at_level("WARNING", logger="models.messages"):
+        assert OutMessage.from_payload(stored) == OutMessage(text="hello", ref="card:1")
+    assert "sparkle" in caplog.text
