@@ -659,7 +659,11 @@ class Sender:
                                        .with_for_update())).all()
         ours = {row_id for row_id, owner, _ in found if owner == self.owner}
         chat_now = {row_id: chat_id for row_id, _, chat_id in found}
-        forgotten = {row_id for row_id, chat_id in chat_now.items() if is_forgotten(chat_id)}
+        # renamed to a pseudonym while it was on its way: the resident used /forget (a
+        # chat that was a pseudonym-like id all along, a WeCom userid, is not one)
+        forgotten = {o.claim.row.id for o in outcomes if o.claim.row.id in chat_now
+                     and chat_now[o.claim.row.id] != o.claim.row.chat_id
+                     and is_forgotten(chat_now[o.claim.row.id])}
         settled = [o for o in outcomes if o.claim.row.id in ours]
         for outcome in outcomes:
             if outcome.claim.row.id not in ours:

@@ -26,9 +26,10 @@ PSEUDONYM = "forgotten-"  # a forgotten identity's external id, and its chat's i
 
 
 def is_forgotten(chat_id: str) -> bool:
-    """True for the chat of a resident who used /forget. Telegram's chat ids are numbers;
-    a WeCom userid an administrator spelt this way would be taken for one too."""
-    return chat_id.startswith(PSEUDONYM)
+    """True for the pseudonym /forget gives a chat. Telegram's chat ids are numbers, but a
+    WeCom userid could be spelt the same way: the sender asks only of a chat that was
+    renamed while its message was on the way (``Sender._record``)."""
+    return chat_id.startswith(PSEUDONYM) and chat_id[len(PSEUDONYM):].isdigit()
 
 
 async def forget(session: AsyncSession, core: Core, person: Person) -> dict[str, str]:

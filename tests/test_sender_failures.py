@@ -19,14 +19,14 @@ CENTRE_CHAT = -100500  # the district's chat: the command centre of the sample d
 G03_CHAT = -100103
 
 
-async def queue(whistle, chat: int, *texts: str) -> None:
+async def queue(whistle, chat: int | str, *texts: str) -> None:
     async def fill(session):
         for text in texts:
             enqueue(session, Target("telegram", str(chat)), OutMessage(text=text), whistle.core.now())
     await whistle.db.run(fill)
 
 
-async def all_settled(whistle, chat: int) -> list:
+async def all_settled(whistle, chat: int | str) -> list:
     async def check():
         rows = await outbox(whistle, chat)
         return rows if rows and all(r.state != "pending" for r in rows) else None
@@ -136,6 +136,16 @@ async def test_a_refusal_for_a_resident_forgotten_meanwhile_is_not_an_incident(w
     assert await outbox(whistle, 9001) == []
     await api.wait_idle()
     assert alerts(api, CENTRE_CHAT) == [] and whistle.sender.stats["alerts"] == 0
+
+
+async def test_a_chat_spelt_like_a_pseudonym_is_still_an_incident(whistle, api):
+    """Only a chat renamed by /forget while its message was on the way is let go quietly;
+    one whose id merely looks like a pseudonym (a WeCom userid can) is reported as usual."""
+    await queue(whistle, "forgotten-7", "hello")
+    [row] = await all_settled(whistle, "forgotten-7")
+    assert row.state == "failed" and "chat not found" in row.error.lower()
+    await api.wait_for(lambda: alerts(api, CENTRE_CHAT), description="an alert")
+    assert "forgotten-7" in alerts(api, CENTRE_CHAT)[0]
 
 
 async def test_a_timeout_after_sending_is_uncertain_and_not_repeated(whistle, api, people):
