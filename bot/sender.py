@@ -40,8 +40,8 @@ from bot.budget import Ledger, Window, lock_and_now, prune as prune_budgets, rec
 from bot.config import SenderConfig
 from models import failures, limits
 from models.db import Database, among, upsert_insert
-from models.messages import OutMessage
-from models.privacy import FORGOTTEN, is_forgotten
+from models.messages import NewerPayload, OutMessage
+from models.privacy import FORGOTTEN, forgotten_chats, looks_forgotten
 from models.tables import MessageRef, Outbox
 
 if TYPE_CHECKING:
@@ -228,6 +228,7 @@ class Sender:
         self.core = core
         self.owner = owner or f"{socket.gethostname()[:12]}:{os.getpid()}:{secrets.token_hex(3)}"
         self.stats: Counter[str] = Counter()  # sent, retried, failed, uncertain, rate_limited, led
+        self._newer: set[frozenset[str]] = set()  # unknown payload fields warned about
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._sends: set[asyncio.Task] = set()
@@ -443,10 +444,21 @@ class Sender:
             if row is None:
                 return None
             channel = self.channels[row.channel]
+            if looks_forgotten(row.chat_id) and await forgotten_chats(
+                    session, [(row.channel, row.chat_id)]):
+                await self._drop_forgotten(session, row)
+                self._more = True  # what was queued behind it is dropped in its turn
+                return None
             try:
                 message = OutMessage.from_payload(row.payload)
                 windows = self.windows(channel, row.chat_id)
                 cost = self._cost(channel, message, windows)
+            except NewerPayload as exc:  # a newer process queued it: its to send
+                if exc.unknown not in self._newer:
+                    self._newer.add(exc.unknown)
+                    log.warning("outbox %s was queued by a newer version (%s): left to it",
+                                row.id, exc)
+                return None
             except Exception as exc:  # one bad row must not stop every pass
                 if head:
                     await self._unsendable(session, row, exc)
@@ -517,6 +529,13 @@ class Sender:
     def _cost(self, channel: Channel, message: OutMessage, windows: dict[str, Window]) -> int:
         cost = getattr(channel, "cost", lambda m: 1)(message)
         return min(cost, *(w.limit for w in windows.values()))  # else it could never go
+
+    async def _drop_forgotten(self, session, row: Outbox) -> None:
+        """A row that still waited when its resident used /forget: a sender that had
+        leased it died, and its lease ran out. There is no chat to send it to."""
+        log.info("outbox %s: dropped, the resident erased their data", row.id)
+        await session.execute(update(Outbox).where(Outbox.id == row.id).values(
+            state="failed", error=FORGOTTEN, lease_owner=None, lease_until=None))
 
     async def _unsendable(self, session, row: Outbox, exc: Exception) -> None:
         log.error("outbox %s to %s cannot be sent: %r", row.id, row.chat_id, exc)
@@ -659,11 +678,12 @@ class Sender:
                                        .with_for_update())).all()
         ours = {row_id for row_id, owner, _ in found if owner == self.owner}
         chat_now = {row_id: chat_id for row_id, _, chat_id in found}
-        # renamed to a pseudonym while it was on its way: the resident used /forget (a
-        # chat that was a pseudonym-like id all along, a WeCom userid, is not one)
+        # the resident used /forget: while the message was on its way, or before a dead
+        # sender's lease on it ran out (then it went to the pseudonym, and was refused)
+        gone = await forgotten_chats(session, {(o.claim.row.channel, chat_now[o.claim.row.id])
+                                               for o in outcomes if o.claim.row.id in chat_now})
         forgotten = {o.claim.row.id for o in outcomes if o.claim.row.id in chat_now
-                     and chat_now[o.claim.row.id] != o.claim.row.chat_id
-                     and is_forgotten(chat_now[o.claim.row.id])}
+                     and (o.claim.row.channel, chat_now[o.claim.row.id]) in gone}
         settled = [o for o in outcomes if o.claim.row.id in ours]
         for outcome in outcomes:
             if outcome.claim.row.id not in ours:

@@ -2,7 +2,6 @@
 a map pin); each channel's sender decides *how* (inline keyboard, template card)."""
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any
@@ -14,7 +13,6 @@ from sqlalchemy.orm import Session
 from .db import QUEUED
 from .tables import Outbox
 
-log = logging.getLogger(__name__)
 OUTBOX_ROWS = "whistle.outbox_rows"  # session.info: rows queued and not yet written
 SAVEPOINT_MARKS = "whistle.outbox_marks"  # session.info: savepoint -> rows queued before it
 _INSERT_ROWS = Outbox.__table__.insert()
@@ -84,17 +82,18 @@ class OutMessage:
 
     @classmethod
     def from_payload(cls, data: dict[str, Any]) -> "OutMessage":
-        """The message a row holds. A field this code does not know (queued by a newer
-        process, in a rolling deploy) is left out, with a warning: the message still goes,
-        without what the field adds, rather than being given up as unsendable."""
-        unknown = data.keys() - _KNOWN
-        data = {key: value for key, value in data.items() if key not in unknown}
-        if unknown:
-            log.warning("outgoing message with fields this version does not know, sent "
-                        "without them: %s", ", ".join(sorted(unknown)))
-        data["buttons"] = [[Button(**b) for b in row] for row in data.get("buttons") or []]
+        """The message a row holds. ``NewerPayload`` if it has a field this code does not
+        know: a newer process queued it (a rolling deploy), and it is that one's to send —
+        the field may matter (``then_rename`` does), so it is neither dropped nor the
+        message given up."""
+        if not data.keys() <= _KNOWN:
+            raise NewerPayload(data.keys() - _KNOWN)
+        data = dict(data)
+        data["buttons"] = [[Button(**_known(b, _BUTTON)) for b in row]
+                           for row in data.get("buttons") or []]
         if data.get("keyboard") is not None:
-            data["keyboard"] = [[KeyButton(**b) for b in row] for row in data["keyboard"]]
+            data["keyboard"] = [[KeyButton(**_known(b, _KEY_BUTTON)) for b in row]
+                                for row in data["keyboard"]]
         if data.get("location") is not None:
             data["location"] = tuple(data["location"])
         return cls(**data)
@@ -102,6 +101,22 @@ class OutMessage:
 
 _FIELDS = tuple(f.name for f in fields(OutMessage))
 _KNOWN = frozenset(_FIELDS)
+_BUTTON = frozenset(f.name for f in fields(Button))
+_KEY_BUTTON = frozenset(f.name for f in fields(KeyButton))
+
+
+class NewerPayload(ValueError):
+    """An outbox row written by a newer version, with fields this one does not know."""
+
+    def __init__(self, unknown):
+        self.unknown = frozenset(unknown)
+        super().__init__("fields this version does not know: " + ", ".join(sorted(self.unknown)))
+
+
+def _known(data: dict[str, Any], names: frozenset[str]) -> dict[str, Any]:
+    if not data.keys() <= names:
+        raise NewerPayload(data.keys() - names)
+    return data
 
 
 @dataclass(frozen=True)

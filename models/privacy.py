@@ -11,6 +11,7 @@ deleted, and so are photos of drafts never filed that are older than that; /forg
 deletes a person's unfiled photos at once."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from sqlalchemy import String, cast, delete, func, or_, select, update
@@ -25,11 +26,27 @@ FORGOTTEN = "dropped: the resident erased their data (/forget)"
 PSEUDONYM = "forgotten-"  # a forgotten identity's external id, and its chat's in every row
 
 
-def is_forgotten(chat_id: str) -> bool:
-    """True for the pseudonym /forget gives a chat. Telegram's chat ids are numbers, but a
-    WeCom userid could be spelt the same way: the sender asks only of a chat that was
-    renamed while its message was on the way (``Sender._record``)."""
-    return chat_id.startswith(PSEUDONYM) and chat_id[len(PSEUDONYM):].isdigit()
+def looks_forgotten(chat_id: str) -> bool:
+    """Spelt like the pseudonym /forget gives a chat: a cheap first test. Telegram's chat
+    ids are numbers, but a WeCom userid could be spelt this way: ``forgotten_chats``
+    asks the database."""
+    rest = chat_id[len(PSEUDONYM):]
+    return chat_id.startswith(PSEUDONYM) and rest.isascii() and rest.isdigit()
+
+
+async def forgotten_chats(session: AsyncSession,
+                          chats: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which of these (channel, chat id) are the pseudonyms of residents who used /forget:
+    the identity that took the name belongs to a forgotten person. One query, and none
+    when no chat is even spelt like a pseudonym (the sender asks after every answer)."""
+    candidates = {(channel, chat) for channel, chat in chats if looks_forgotten(chat)}
+    if not candidates:
+        return set()
+    found = await session.execute(select(Identity.channel, Identity.external_id)
+                                  .join(Person, Person.id == Identity.person_id)
+                                  .where(Identity.external_id.in_({c for _, c in candidates}),
+                                         Person.forgotten_at.is_not(None)))
+    return {(channel, chat) for channel, chat in found} & candidates
 
 
 async def forget(session: AsyncSession, core: Core, person: Person) -> dict[str, str]:

@@ -164,7 +164,7 @@ class _ApiError(Exception):
         self.code = code
         self.description = description
         self.parameters = parameters
-        self.late = 0.0  # seconds before the error is answered (fault injection)
+        self.hold: asyncio.Event | None = None  # answered once set (fault injection)
 
     def response(self) -> web.Response:
         body: dict[str, Any] = {"ok": False, "error_code": self.code, "description": self.description}
@@ -813,16 +813,16 @@ class FakeBotApi:
 
     def fail_next(self, method: str, error_code: int, description: str,
                   retry_after: int | None = None, count: int = 1, after: int = 0,
-                  late: float = 0.0) -> None:
+                  hold: asyncio.Event | None = None) -> None:
         """The next ``count`` calls of ``method`` answer with this error (429s carry
-        ``retry_after``), once ``after`` calls of it have gone through; ``late``: each
-        error is answered that many seconds after the call came (a slow refusal)."""
+        ``retry_after``), once ``after`` calls of it have gone through; with ``hold``,
+        each error is answered only once that event is set (a refusal still on its way)."""
         parameters = {"retry_after": retry_after} if retry_after is not None else {}
         faults = self._faults.setdefault(method.lower(), deque())
         faults.extend([None] * after)
         for _ in range(count):
             fault = _ApiError(error_code, description, **parameters)
-            fault.late = late
+            fault.hold = hold
             faults.append(fault)
 
     def delay_next(self, method: str, seconds: float, count: int = 1) -> None:
@@ -897,8 +897,8 @@ class FakeBotApi:
             log.debug("%s %s", name, params)
             faults = self._faults.get(name.lower())
             if faults and (fault := faults.popleft()) is not None:
-                if fault.late:
-                    await asyncio.sleep(fault.late)
+                if fault.hold is not None:
+                    await fault.hold.wait()
                 raise fault
             if self._limits is not None:
                 self._check_limits(name, params)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 
-from models.messages import Button, KeyButton, OutMessage
+import pytest
+
+from models.messages import Button, KeyButton, NewerPayload, OutMessage
 
 FULL = OutMessage(
     text="#20261123-0001 · 垃圾堆放", buttons=[[Button("认领", "claim", "17"), Button("Skip", "ph")]],
@@ -26,10 +28,15 @@ def test_the_payload_reads_back_to_the_same_message_through_json():
         assert OutMessage.from_payload(stored) == message
 
 
-def test_a_field_from_a_newer_version_is_left_out_with_a_warning(caplog):
-    """In a rolling deploy a newer process may queue a field this one does not know: the
-    message is still read (and sent) without it, and the log says so."""
-    stored = {**OutMessage(text="hello", ref="card:1").to_payload(), "sparkle": True}
-    with caplog.at_level("WARNING", logger="models.messages"):
-        assert OutMessage.from_payload(stored) == OutMessage(text="hello", ref="card:1")
-    assert "sparkle" in caplog.text
+
+def test_a_field_from_a_newer_version_is_refused_by_name():
+    """In a rolling deploy a newer process may queue a field this one does not know, at
+    the top or in a button: reading it says so (the sender leaves such a row to a newer
+    process) rather than failing as a malformed row would, or quietly dropping it."""
+    plain = OutMessage(text="hello", buttons=[[Button("Claim", "claim", "1")]]).to_payload()
+    newer_top = {**plain, "sparkle": True}
+    newer_button = {**plain, "buttons": [[{**plain["buttons"][0][0], "style": "danger"}]]}
+    for stored, unknown in ((newer_top, {"sparkle"}), (newer_button, {"style"})):
+        with pytest.raises(NewerPayload) as refused:
+            OutMessage.from_payload(stored)
+        assert refused.value.unknown == unknown

@@ -917,6 +917,22 @@ async def test_forget_drops_what_still_waits_for_the_resident(whistle, api, resi
     assert [(o.chat_id, o.state) for o in goodbye] == [(left["retry"][0], "sent")]
     assert await count(whistle, Outbox, Outbox.chat_id == str(r.id)) == 0
 
+    # the live sender dies holding its row: once the lease runs out, the row is dropped
+    # as the others were, never sent to the pseudonym nor reported as a failure
+    clock.advance(minutes=2)
+    whistle.sender.wake()
+    live = Outbox.payload["text"].as_string() == "live"
+    for _ in range(250):
+        if not await count(whistle, Outbox, live, Outbox.state == "pending"):
+            break
+        await asyncio.sleep(0.02)
+    [row] = [o for o in await rows(whistle, Outbox) if o.payload.get("text") == "live"]
+    assert (row.chat_id, row.state, row.error, row.lease_owner) == (
+        left["live"][0], *dropped, None)
+    await api.wait_idle()
+    assert not [p for name, p in api.requests if str(p.get("chat_id", "")).startswith("forgotten-")]
+    assert whistle.sender.stats["alerts"] == 0
+
 
 async def test_forget_no_erases_nothing(whistle, api, resident):
     r = resident(9001, "Qiao Mei")

@@ -21,7 +21,7 @@ from conftest import TOKEN
 from models.db import Database
 from models.media import MediaStore
 from models.messages import OutMessage, Target, enqueue
-from models.tables import MessageRef, Outbox
+from models.tables import Identity, MessageRef, Outbox, Person
 
 PRIVATES = list(range(7100, 7130))
 GROUPS = [-100101, -100102, -100103]
@@ -386,8 +386,15 @@ async def test_a_card_posted_while_the_resident_is_forgotten_keeps_no_chat_id(
 
 
 def forget_chat(chat: int):
-    """What ``models.privacy.forget`` does to a chat's rows: they take the pseudonym."""
+    """What ``models.privacy.forget`` does to a chat: its identity and its rows take the
+    pseudonym, and the person is marked forgotten."""
     async def rename(session):
+        now = datetime.now(timezone.utc)
+        person = Person(name="resident-1", created_at=now, forgotten_at=now)
+        session.add(person)
+        await session.flush()
+        session.add(Identity(person_id=person.id, channel="telegram", external_id="forgotten-1",
+                             blocked=True))
         for table in (Outbox, MessageRef):
             await session.execute(update(table).where(
                 table.channel == "telegram", table.chat_id == str(chat))
