@@ -453,7 +453,7 @@ class Sender:
                 message = OutMessage.from_payload(row.payload)
                 windows = self.windows(channel, row.chat_id)
                 cost = self._cost(channel, message, windows)
-            except NewerPayload as exc:  # a newer process queued it: its to send
+            except NewerPayload as exc:  # a newer process queued it: it is theirs to send
                 if exc.unknown not in self._newer:
                     self._newer.add(exc.unknown)
                     log.warning("outbox %s was queued by a newer version (%s): left to it",
