@@ -141,8 +141,9 @@ async def test_a_refusal_for_a_resident_forgotten_meanwhile_is_not_an_incident(w
 
 
 async def test_a_chat_spelt_like_a_pseudonym_is_still_an_incident(whistle, api):
-    """Only a chat renamed by /forget while its message was on the way is let go quietly;
-    one whose id merely looks like a pseudonym (a WeCom userid can) is reported as usual."""
+    """Only the chat of a resident who used /forget is let go quietly (the database says
+    whose it is); one whose id merely looks like a pseudonym (a WeCom userid can) is
+    reported as usual."""
     await queue(whistle, "forgotten-7", "hello")
     [row] = await all_settled(whistle, "forgotten-7")
     assert row.state == "failed" and "chat not found" in row.error.lower()
