@@ -197,6 +197,12 @@ def _settled(outcome: Outcome, forgotten: bool = False) -> dict:
     return {"row_id": row.id, **values}
 
 
+async def _give_up(session, row: Outbox, error: str) -> None:
+    """The row will not be sent: failed, with why, and no longer leased."""
+    await session.execute(update(Outbox).where(Outbox.id == row.id).values(
+        state="failed", error=error, lease_owner=None, lease_until=None))
+
+
 async def remember(session, posted: dict[tuple[str, str, str], str], now: datetime) -> None:
     """Which message shows each ref now: one statement for the batch's rows (in key order,
     so two processes upserting the same refs take their locks in one order)."""
@@ -534,14 +540,11 @@ class Sender:
         """A row that still waited when its resident used /forget: a sender that had
         leased it died, and its lease ran out. There is no chat to send it to."""
         log.info("outbox %s: dropped, the resident erased their data", row.id)
-        await session.execute(update(Outbox).where(Outbox.id == row.id).values(
-            state="failed", error=FORGOTTEN, lease_owner=None, lease_until=None))
+        await _give_up(session, row, FORGOTTEN)
 
     async def _unsendable(self, session, row: Outbox, exc: Exception) -> None:
         log.error("outbox %s to %s cannot be sent: %r", row.id, row.chat_id, exc)
-        await session.execute(update(Outbox).where(Outbox.id == row.id).values(
-            state="failed", error=f"unsendable: {type(exc).__name__}: {exc}"[:1000],
-            lease_owner=None, lease_until=None))
+        await _give_up(session, row, f"unsendable: {type(exc).__name__}: {exc}"[:1000])
         self.stats["failed"] += 1
 
     # ------------------------------------------------------------------ sending
