@@ -21,10 +21,13 @@ from bot.observability import Metrics
 from bot.sender import Sender
 from bot.telegram_channel import TelegramChannel
 from bot.updates import PerChatUpdateProcessor, TolerantUpdatesRequest
-from bot.web import WebServer, WhistleRef, build_app
+from bot.faces import build_app
+from bot.web import WebServer, WhistleRef
 from handlers.telegram import register
+from reports import bundle as report_outputs
 from models import inbound
 from models.report_commands import HEAVY_COMMANDS
+from models.calendar import quiet_hours, working_calendar
 from models.context import Core, utcnow
 from models.db import Database
 from models.i18n import I18n, normalise
@@ -56,7 +59,8 @@ class Whistle:
         self.i18n = I18n(config.default_locale)
         self.media = MediaStore(config.media_dir)
         self.core = Core(config=config, i18n=self.i18n, router=Router([]), media=self.media,
-                         clock=clock)
+                         calendar=working_calendar(config), quiet=quiet_hours(config),
+                         reports=report_outputs, clock=clock)
         self.application: Application | None = None
         self.sender: Sender | None = None
         self.scheduler: Scheduler | None = None

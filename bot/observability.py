@@ -12,13 +12,9 @@ they are gauges, since rows are also pruned and change state."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import hmac
 import logging
 import sys
-import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -39,9 +35,6 @@ if TYPE_CHECKING:
     from models.inputs import Reply
 
 log = logging.getLogger(__name__)
-
-TICKET_KEYS = ("ticket_id", "ticket")
-
 
 # ---------------------------------------------------------------------------- logs
 
@@ -86,41 +79,6 @@ def configure_logging(config: LoggingConfig | None = None, *, stream: TextIO | N
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True)
     return handler
-
-
-@contextmanager
-def log_context(**ids: Any) -> Iterator[None]:
-    """Bind ids (update, chat, user) to every log line of the work inside; on the way out
-    also forget the ticket the work touched, so the next update does not inherit it."""
-    tokens = structlog.contextvars.bind_contextvars(
-        **{key: value for key, value in ids.items() if value is not None})
-    try:
-        yield
-    finally:
-        structlog.contextvars.unbind_contextvars(*TICKET_KEYS)
-        structlog.contextvars.reset_contextvars(**tokens)
-
-
-def bound_to_update(handler: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-    """Wrap a python-telegram-bot handler so its log lines carry the update's ids."""
-    @functools.wraps(handler)
-    async def handle(update: Any, context: Any) -> Any:
-        with log_context(**update_ids(update)):
-            started = time.perf_counter()
-            try:
-                return await handler(update, context)
-            finally:  # with the ticket the update touched, if any
-                log.info("update handled in %.1f ms", (time.perf_counter() - started) * 1000)
-    return handle
-
-
-def update_ids(update: Any) -> dict[str, Any]:
-    """The ids of a Telegram ``Update`` worth having on every log line."""
-    chat = getattr(update, "effective_chat", None)
-    user = getattr(update, "effective_user", None)
-    return {"update_id": getattr(update, "update_id", None),
-            "chat_id": chat.id if chat is not None else None,
-            "user_id": user.id if user is not None else None}
 
 
 # ---------------------------------------------------------------------------- metrics

@@ -1,10 +1,11 @@
-"""The bot's own aiohttp web server: one application for every web face.
+"""The bot's own aiohttp web server, and how a web face finds the running service.
 
 Each face (health and metrics, the Telegram webhook, the WeCom callback, Open311, the
-dashboard, and in the sandbox the fake Telegram and its page) adds its routes here.
-Handlers find the running service through ``whistle_of(request)``; the reference is
-filled in once the service has started, so a server can be listening before the
-service exists (the sandbox must be, since the service's Bot API is that server)."""
+dashboard, and in the sandbox the fake Telegram and its page) adds its routes to one
+application (``bot.faces.build_app``). Handlers find the running service through
+``whistle_of(request)``; the reference is filled in once the service has started, so a
+server can be listening before the service exists (the sandbox must be, since the
+service's Bot API is that server). This module imports no face: faces import it."""
 from __future__ import annotations
 
 import logging
@@ -41,39 +42,8 @@ def whistle_of(request: web.Request) -> Whistle:
     return whistle
 
 
-def build_app(ref: WhistleRef, config, extra: list[RouteAdder] = (), middlewares: list = (),
-              client_max_size: int = MAX_BODY_BYTES) -> web.Application:
-    """The web application with every face the config enables (``extra`` adds more)."""
-    app = web.Application(client_max_size=client_max_size, middlewares=list(middlewares))
-    app[WHISTLE] = ref
-    for add in [*_faces(config), *extra]:
-        add(app)
-    return app
-
-
-def _faces(config) -> list[RouteAdder]:
-    """The faces this config turns on. Each is imported here, late, so a face's
-    dependencies load only when it is used."""
-    faces: list[RouteAdder] = []
-    # Faces register themselves below, one line each.
-    from bot import observability, webhook
-    faces.append(observability.add_routes)  # /healthz, /metrics
-    if config.telegram.mode == "webhook":
-        faces.append(webhook.routes(config))  # POST [telegram] webhook_path
-    if config.open311.enabled:
-        from bot import open311
-        faces.append(open311.face(config))  # GeoReport v2 under [open311] path
-    if config.dashboard.enabled:
-        from dashboard import face as dashboard_face
-        faces.append(dashboard_face(config))  # the command centre under [dashboard] path
-    if config.wecom.enabled:
-        from bot.wecom import callback as wecom_callback
-        faces.append(wecom_callback.face(config))  # WeCom callback at [wecom] callback_path
-    return faces
-
-
 class WebServer:
-    """Runs ``build_app`` on the configured host and port."""
+    """Runs an application (``bot.faces.build_app``) on the configured host and port."""
 
     def __init__(self, app: web.Application, host: str, port: int):
         self.app = app

@@ -4,15 +4,19 @@ and act on them through the same core functions as the chat. See docs/dashboard.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 
 
-def face(config) -> Callable[[web.Application], None]:
-    """The route adder ``bot.web._faces`` registers when ``[dashboard] enabled``."""
+def face(config, service: Callable[[web.Request], Any]) -> Callable[[web.Application], None]:
+    """The route adder ``bot.faces`` registers when ``[dashboard] enabled``. ``service``
+    finds the running service for a request (``bot.web.whistle_of``): handed in, so the
+    dashboard depends on nothing of the bot's wiring."""
     base = config.dashboard.path.rstrip("/")
 
     def add(app: web.Application) -> None:
-        from .views import add_routes
+        from .views import SERVICE, add_routes
+        app[SERVICE] = service
         add_routes(app, base)
     return add

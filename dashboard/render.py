@@ -11,7 +11,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from models import cards, org, rates
+from models import cards, names, org, rates
 from models.board import KIND_WORDS
 from models.i18n import LOCALES, N_, Translator, normalise
 from models.lifecycle import STATE_LABELS, State
@@ -86,7 +86,7 @@ class Helpers:
         return self.t._(STATE_LABELS[State(value)])
 
     def category(self, code: str) -> str:
-        return cards.category_name(self.core, code, self.t)
+        return names.category_name(self.core, code, self.t)
 
     def unit(self, unit) -> str:
         return "—" if unit is None else org.display_name(unit, self.t.locale)

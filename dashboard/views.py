@@ -12,7 +12,6 @@ from urllib.parse import quote, urlencode
 import aiohttp_jinja2
 from aiohttp import web
 
-from bot.web import whistle_of
 from models import cards, votes as votes_module
 from models.i18n import LOCALES, N_
 from models.lifecycle import State
@@ -22,6 +21,7 @@ from . import actions, auth, queries, svgmap
 from .render import ENV, LANG_COOKIE, Helpers, pick_locale
 
 BASE = web.AppKey("dashboard_base", str)
+SERVICE = web.AppKey("dashboard_service", object)  # request -> the running service (face())
 VIEWER = web.RequestKey("dashboard_viewer", object)
 SESSION_COOKIE = "whistle_session"
 LOGIN_CSRF_COOKIE = "whistle_login_csrf"
@@ -35,6 +35,11 @@ DONE = {
     "duplicate": N_("The ticket was closed as a duplicate."),
     "close": N_("The ticket was closed without a fix."),
 }
+
+
+def whistle_of(request: web.Request):
+    """The running service (503 while it starts), as the wiring told ``face()``."""
+    return request.app[SERVICE](request)
 
 
 def add_routes(app: web.Application, base: str) -> None:

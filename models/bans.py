@@ -13,6 +13,7 @@ from .context import Core
 from .i18n import Translator
 from .inputs import Input
 from .messages import OutMessage, enqueue
+from .people import is_admin
 from .tables import Person, Role, Ticket
 from .tickets import audit
 
@@ -21,7 +22,6 @@ BAN_EVENTS = ("ban", "unban")
 
 async def may_ban(session: AsyncSession, core: Core, person: Person, inp: Input,
                   ticket: Ticket) -> bool:
-    from .inbound import is_admin  # inbound imports this module
     if await is_admin(session, core, person, inp):
         return True
     above = [unit.id for unit in (await org.ancestors(session, ticket.grid_id or ticket.unit_id))[1:]]

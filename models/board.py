@@ -8,7 +8,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from . import org
-from .cards import category_name
+from .names import category_name
 from .context import Core
 from .i18n import N_, Translator
 from .lifecycle import OPEN

@@ -296,3 +296,16 @@ class QuietHours:
         if self.start > self.end and local.time() >= self.start:
             day += timedelta(days=1)
         return datetime.combine(day, self.end, self.tz).astimezone(moment.tzinfo)
+
+
+def working_calendar(config) -> WorkCalendar:
+    """The district's working calendar from the settings (``[calendar]``)."""
+    cal = config.calendar
+    return WorkCalendar(config.tz, hours={day: list(cal.hours) for day in range(5)},
+                        extra_holidays=cal.extra_holidays, extra_workdays=cal.extra_workdays,
+                        use_chinese_calendar=cal.use_chinese_calendar)
+
+
+def quiet_hours(config) -> QuietHours:
+    """The night in which residents are not disturbed (``[deadlines] quiet_start/end``)."""
+    return QuietHours(config.deadlines.quiet_start, config.deadlines.quiet_end, config.tz)

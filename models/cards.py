@@ -10,6 +10,7 @@ from .context import Core
 from .i18n import N_, Translator
 from .lifecycle import STATE_LABELS, TRANSITIONS, WAITING, WORKING, Action, State
 from .messages import Button, KeyButton, OutMessage
+from .names import category_name, unit_name
 from .people import first_name, tell
 from .tables import Assignment, Person, Ticket, TicketEvent, Unit
 
@@ -57,17 +58,6 @@ REPORT_BUTTON = N_("📝 Report a problem")
 def main_keyboard(t: Translator) -> list[list[KeyButton]]:
     """The persistent reply keyboard of a resident's private chat."""
     return [[KeyButton(t._(REPORT_BUTTON))], [KeyButton(t._("📋 My reports"))]]
-
-
-def category_name(core: Core, code: str, t: Translator) -> str:
-    category = core.config.category(code)
-    if category is None:
-        return code
-    return category.name_en if t.is_en else category.name
-
-
-def unit_name(unit: Unit | None, t: Translator) -> str:
-    return "—" if unit is None else org.display_name(unit, t.locale)
 
 
 async def role_label(session: AsyncSession, t: Translator, person: Person, unit_id: int) -> str:

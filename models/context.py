@@ -1,18 +1,20 @@
-"""The core's dependencies in one object, handed to every core action."""
+"""The core's dependencies in one object, handed to every core action.
+
+It imports nothing of the core at run time (the types below are annotations only), so
+every capability package can depend on it without a circle."""
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
-
-from .calendar import QuietHours, WorkCalendar
-from .i18n import I18n
-from .media import MediaStore
-from .routing import Router
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from bot.config import Config
+    from .calendar import QuietHours, WorkCalendar
+    from .i18n import I18n
+    from .media import MediaStore
+    from .report_commands import ReportOutputs
+    from .routing import Router
 
 
 def utcnow() -> datetime:
@@ -21,22 +23,19 @@ def utcnow() -> datetime:
 
 @dataclass
 class Core:
-    config: "Config"
+    """``config`` is the service's settings (``bot.config.Config``, built by the wiring);
+    ``calendar`` and ``quiet`` come from it (``calendar.working_calendar``,
+    ``calendar.quiet_hours``); ``reports`` renders /stats and /report (the ``reports``
+    package, handed in so that the core imports nothing above it)."""
+    config: Any
     i18n: I18n
     router: Router
     media: MediaStore
+    calendar: WorkCalendar
+    quiet: QuietHours
+    reports: ReportOutputs | None = None
     clock: Callable[[], datetime] = field(default=utcnow)
     channels: frozenset[str] = frozenset({"telegram"})  # the channels this process runs
-    calendar: WorkCalendar = field(init=False)
-    quiet: QuietHours = field(init=False)
-
-    def __post_init__(self) -> None:
-        cal, deadlines = self.config.calendar, self.config.deadlines
-        self.calendar = WorkCalendar(
-            self.config.tz, hours={day: list(cal.hours) for day in range(5)},
-            extra_holidays=cal.extra_holidays, extra_workdays=cal.extra_workdays,
-            use_chinese_calendar=cal.use_chinese_calendar)
-        self.quiet = QuietHours(deadlines.quiet_start, deadlines.quiet_end, self.config.tz)
 
     def now(self) -> datetime:
         return self.clock()

@@ -8,16 +8,15 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import org, tickets
+from . import org, resolution, tickets
 from .context import Core
 from .cards import CLOSE_LABELS, ORDER_LABELS
-from .dialogue import load, store_photo
-from .photos import PhotoError
+from .photos import PhotoError, store_photo
 from .i18n import N_, Translator
 from .inputs import Input, Reply, parse_id
 from .lifecycle import FINAL, STATE_LABELS, Action, State, TransitionError, sources
 from .messages import Button, OutMessage, Target, enqueue
-from .people import tell
+from .people import load_dialogue, tell
 from .tables import Person, Ticket, Unit
 
 NOTE_ACTIONS = {"progress": Action.PROGRESS, "resolve": Action.RESOLVE,
@@ -119,7 +118,7 @@ async def _ask_note(session, core: Core, person: Person, t: Translator, ticket: 
         unit = await session.get(Unit, ticket.unit_id)
         if unit.kind not in ("grid", "community"):
             return Reply(alert=t._("This ticket is already at the top level."), show_alert=True)
-    row = await load(session, core, person, inp.sender.channel)
+    row = await load_dialogue(session, person.id, inp.sender.channel, core.now())
     row.pending = {"action": action, "ticket": ticket.id, "chat": inp.chat.chat_id, **extra}
     row.updated_at = core.now()
     group_t = core.i18n.get(None) if not inp.private else t
@@ -133,7 +132,7 @@ async def _ask_note(session, core: Core, person: Person, t: Translator, ticket: 
 async def on_note(session: AsyncSession, core: Core, person: Person, t: Translator,
                   inp: Input, pending: dict) -> None:
     """A staff member's answer to a note prompt: apply the pending action."""
-    row = await load(session, core, person, inp.sender.channel)
+    row = await load_dialogue(session, person.id, inp.sender.channel, core.now())
     ticket = await session.get(Ticket, pending["ticket"])
     action = pending["action"]
     limit = core.config.intake.max_note
@@ -172,7 +171,7 @@ async def on_note(session: AsyncSession, core: Core, person: Person, t: Translat
         if action == "progress":
             await tickets.add_progress(session, core, person, ticket, note)
         elif action == "resolve":
-            await tickets.resolve(session, core, person, ticket, note, pending.get("photo"))
+            await resolution.resolve(session, core, person, ticket, note, pending.get("photo"))
         elif action == "return":
             await tickets.return_ticket(session, core, person, ticket, note)
         elif action == "escalate":

@@ -10,8 +10,9 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from . import nearby, org, tickets
-from .photos import PhotoError, clean as clean_photo
-from .cards import category_name, main_keyboard, unit_name
+from .photos import PhotoError, store_photo
+from .cards import main_keyboard
+from .names import category_name, unit_name
 from .db import among
 from .context import Core
 from .i18n import Translator
@@ -397,25 +398,6 @@ async def first_photos(session: AsyncSession, ticket_ids: list[int]) -> dict[int
 
 async def load(session: AsyncSession, core: Core, person: Person, channel: str) -> Dialogue:
     return await load_dialogue(session, person.id, channel, core.now())
-
-
-async def store_photo(session: AsyncSession, core: Core, person: Person, inp: Input,
-                      kind: str) -> Media:
-    """Clean (metadata stripped, size limited) and store a photo; raises PhotoError.
-    The channel's file id is not kept: it would still carry the original's metadata."""
-    if inp.photo.unreadable:
-        raise PhotoError("not an image")
-    if inp.photo.cleaned:
-        data, gps = inp.photo.data, inp.photo.gps
-    else:
-        data, gps = clean_photo(inp.photo.data, core.config.privacy.photo_max_side)
-    path, digest = core.media.save(data)
-    media = Media(owner_id=person.id, kind=kind, path=path, sha256=digest, size=len(data),
-                  telegram_file_id=None, created_at=core.now())
-    media.gps = gps  # not a column: for the caller to offer as the location
-    session.add(media)
-    await session.flush()
-    return media
 
 
 async def open_intake(session: AsyncSession, core: Core, person: Person, t: Translator,

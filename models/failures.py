@@ -16,8 +16,7 @@ from .tables import ChatBinding, Outbox, Unit
 
 async def alert_targets(session: AsyncSession, core: Core) -> list[Target]:
     """The command centre's chats, or else the Telegram admins privately."""
-    from .sweep import command_centre  # the sweep module imports much; only needed here
-    centre = await command_centre(session, core)
+    centre = await org.command_centre(session, core)
     chats = [Target(b.channel, b.chat_id) for b in await session.scalars(
         select(ChatBinding).where(ChatBinding.unit_id == centre.id,
                                   ChatBinding.channel.in_(list(core.channels))))]

@@ -9,17 +9,19 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from . import bans, desk, follow, limits, org, people, privacy, report_commands, tickets, votes, whistle
-from .cards import REPORT_BUTTON, category_name, main_keyboard, timeline_text, unit_name
+from .people import is_admin
+from .cards import REPORT_BUTTON, main_keyboard, timeline_text
+from .names import category_name, unit_name
 from .context import Core
-from .dialogue import DIALOGUE_ACTIONS, load, open_intake, store_photo
-from .photos import PhotoError
+from .dialogue import DIALOGUE_ACTIONS, load, open_intake
+from .photos import PhotoError, store_photo
 from .scrub import scrub
 from .i18n import LOCALES, Translator
 from .inbox import first_delivery
 from .inputs import Input, Reply, parse_id
 from .lifecycle import OPEN, STATE_LABELS, State, TransitionError
 from .messages import Button, OutMessage, enqueue
-from .tables import ChatBinding, Person, Role, Ticket, Unit
+from .tables import ChatBinding, Person, Ticket, Unit
 
 MY_BUTTON = "📋 My reports"
 
@@ -299,14 +301,6 @@ async def list_mine(session, core: Core, person: Person, t: Translator, inp: Inp
                for r in rows]
     say(session, core, inp, t._("Your reports (newest first). Choose one to see its progress:"),
         buttons=buttons)
-
-
-async def is_admin(session, core: Core, person: Person, inp: Input) -> bool:
-    if inp.sender.channel == "telegram" and inp.sender.external_id.lstrip("-").isdigit():
-        if int(inp.sender.external_id) in core.config.telegram.admins:
-            return True
-    return await session.scalar(select(Role.id).where(Role.person_id == person.id,
-                                                      Role.role == "admin").limit(1)) is not None
 
 
 async def bind_menu(session, core: Core, person: Person, t: Translator, inp: Input) -> Reply:

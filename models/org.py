@@ -232,3 +232,13 @@ def display_name(unit: Unit, locale: str | None) -> str:
     if locale and locale.lower().startswith("en") and unit.name_en:
         return unit.name_en
     return unit.name
+
+
+async def command_centre(session, core) -> Unit:
+    """The unit that reads digests and reports: ``[schedule] command_centre_unit``, or the district."""
+    code = core.config.schedule.command_centre_unit
+    if code:
+        unit = await unit_by_code(session, code)
+        if unit is not None:
+            return unit
+    return (await units_of_kind(session, "district"))[0]

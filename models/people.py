@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from .inputs import Sender
+from .inputs import Input, Sender
 from .messages import OutMessage, Target, enqueue
 
 if TYPE_CHECKING:
     from .context import Core
     from .i18n import Translator
-from .tables import Dialogue, Identity, Person
+from .tables import Dialogue, Identity, Person, Role
 
 
 # the identity, its person and their dialogue on that channel in one round trip
@@ -91,3 +91,12 @@ async def load_dialogue(session: AsyncSession, person_id: int, channel: str,
                        updated_at=now)
         session.add(row)
     return row
+
+
+async def is_admin(session, core: Core, person: Person, inp: Input) -> bool:
+    """A Telegram admin of the config, or a person holding the ``admin`` role."""
+    if inp.sender.channel == "telegram" and inp.sender.external_id.lstrip("-").isdigit():
+        if int(inp.sender.external_id) in core.config.telegram.admins:
+            return True
+    return await session.scalar(select(Role.id).where(Role.person_id == person.id,
+                                                      Role.role == "admin").limit(1)) is not None

@@ -5,8 +5,16 @@ offer it as the report's location (asked, never assumed)."""
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING
 
 from PIL import Image, ImageOps, UnidentifiedImageError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from .tables import Media, Person
+
+if TYPE_CHECKING:
+    from .context import Core
+    from .inputs import Input
 
 GPS_IFD = 0x8825
 
@@ -51,3 +59,22 @@ def clean(data: bytes, max_side: int = 2048) -> tuple[bytes, tuple[float, float]
     out = io.BytesIO()
     image.save(out, "JPEG", quality=85, optimize=True)  # no exif= argument: nothing copied
     return out.getvalue(), gps
+
+
+async def store_photo(session: AsyncSession, core: Core, person: Person, inp: Input,
+                      kind: str) -> Media:
+    """Clean (metadata stripped, size limited) and store a photo; raises PhotoError.
+    The channel's file id is not kept: it would still carry the original's metadata."""
+    if inp.photo.unreadable:
+        raise PhotoError("not an image")
+    if inp.photo.cleaned:
+        data, gps = inp.photo.data, inp.photo.gps
+    else:
+        data, gps = clean(inp.photo.data, core.config.privacy.photo_max_side)
+    path, digest = core.media.save(data)
+    media = Media(owner_id=person.id, kind=kind, path=path, sha256=digest, size=len(data),
+                  telegram_file_id=None, created_at=core.now())
+    media.gps = gps  # not a column: for the caller to offer as the location
+    session.add(media)
+    await session.flush()
+    return media

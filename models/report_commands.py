@@ -3,15 +3,28 @@
 default) — summary, charts and the workbook."""
 from __future__ import annotations
 
+from typing import Any, Protocol
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from . import org, periods
 from .context import Core
 from .inputs import Input
 from .messages import OutMessage, Target, enqueue
-from .stats import build, stats_for
+from .i18n import Translator
+from .stats import Figures, Report, build, stats_for
 from .tables import Unit
-from .sweep import command_centre
+
+
+class ReportOutputs(Protocol):
+    """What renders figures for people (the ``reports`` package: text, charts, workbook).
+    The wiring hands it to the core as ``Core.reports``; the core never imports it."""
+
+    def stats_text(self, core: Core, t: Translator, figures: Figures, label: str) -> str: ...
+
+    async def render(self, core: Core, report: Report) -> Any: ...
+
+    def queue(self, session: AsyncSession, core: Core, target: Target, rendered: Any) -> None: ...
 
 
 # commands whose transaction reads a month of tickets: they keep SQLite's worker thread
@@ -33,12 +46,11 @@ async def on_group_command(session: AsyncSession, core: Core, inp: Input):
         return
     now = core.now()
     if inp.command == "stats":
-        from reports.summary import stats_text
         period = periods.month_of(now, core.config.tz)
         figures = await stats_for(session, core, unit, period, now)
-        _say(session, core, inp, stats_text(core, t, figures, period.label))
+        _say(session, core, inp, core.reports.stats_text(core, t, figures, period.label))
         return
-    centre = await command_centre(session, core)
+    centre = await org.command_centre(session, core)
     if unit.id != centre.id:
         _say(session, core, inp, t._("/report works in the command centre's chat; use /stats "
                                      "here for this unit's figures."))
@@ -61,15 +73,12 @@ def _report_later(core: Core, chat: Target, unit_id: int, period, now):
     """The report is computed in its own transaction and rendered after it: charts and
     the workbook take seconds, and must not hold SQLite's write lock meanwhile."""
     async def run(db) -> None:
-        from reports import bundle
-
         async def figures(session):
             return await build(session, core, period, now, await session.get(Unit, unit_id))
-        rendered = await bundle.render(core, await db.run(figures))
+        rendered = await core.reports.render(core, await db.run(figures))
         await db.run(lambda session: _queue(session, core, chat, rendered))
     return run
 
 
 async def _queue(session: AsyncSession, core: Core, chat: Target, rendered) -> None:
-    from reports import bundle
-    bundle.queue(session, core, chat, rendered)
+    core.reports.queue(session, core, chat, rendered)

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from . import board, org, tickets, votes
-from .cards import category_name
+from .names import category_name
 from .context import Core
 from .deadlines import finish
 from .i18n import N_
@@ -147,22 +147,13 @@ async def alert_above(session, core: Core, batch: Batch, ticket: Ticket, timer: 
     else:  # a street (or whatever has no level above): the command centre hears of it
         target_id = None
     if target_id is None:
-        target_id = (await command_centre(session, core)).id
+        target_id = (await org.command_centre(session, core)).id
     t = core.i18n.get(None)
     batch.alerts[target_id].append(t._(
         "⚠️ {unit}: #{number} ({category}) missed its {kind} deadline ({due}).",
         unit=org.display_name(holder, t.locale), number=ticket.number,
         category=category_name(core, ticket.category, t), kind=t._(board.KIND_WORDS[timer.kind]),
         due=core.local(timer.due_at).strftime("%m-%d %H:%M")))
-
-
-async def command_centre(session, core: Core) -> Unit:
-    code = core.config.schedule.command_centre_unit
-    if code:
-        unit = await org.unit_by_code(session, code)
-        if unit is not None:
-            return unit
-    return (await org.units_of_kind(session, "district"))[0]
 
 
 async def remind(session, core: Core, batch: Batch, timer: Timer, ticket: Ticket, stage: str) -> None:

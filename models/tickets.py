@@ -9,7 +9,7 @@ import structlog
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import cards, deadlines, follow, org, votes, whistle
+from . import cards, deadlines, follow, org
 from .cards import card_message, notify_reporter
 from .context import Core
 from .db import among, upsert_insert
@@ -258,24 +258,6 @@ async def add_progress(session: AsyncSession, core: Core, actor: Person, ticket:
     await notify_whistler(session, core, ticket, actor, note)
     await refresh_cards(session, core, ticket)
     await notify_reporter(session, core, ticket, "progress", actor=actor, note=note)
-
-
-async def resolve(session: AsyncSession, core: Core, actor: Person, ticket: Ticket, note: str,
-                  proof_media_id: int | None = None) -> None:
-    now = core.now()
-    previous = await transition(session, ticket, Action.RESOLVE, now, resolved_at=now,
-                                resolution_note=note, resolved_level=ticket.level)
-    if proof_media_id is not None:
-        await session.execute(update(Media).where(Media.id == proof_media_id)
-                              .values(ticket_id=ticket.id, kind="proof"))
-    audit(session, ticket, actor.id, "resolved", now, previous, note=note,
-          data={"proof": proof_media_id} if proof_media_id else None)
-    await deadlines.after(session, core, ticket, Action.RESOLVE)
-    await refresh_cards(session, core, ticket)
-    await notify_reporter(session, core, ticket, "resolved", actor=actor, note=note,
-                          photo=proof_media_id)
-    await votes.ask(session, core, ticket)
-    await whistle.ask_rating(session, core, ticket)
 
 
 async def return_ticket(session: AsyncSession, core: Core, actor: Person, ticket: Ticket,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models.cards import category_name
+from models.names import category_name
 from models.context import Core
 from models.messages import OutMessage, Target, enqueue
 from models.periods import Period
@@ -18,6 +18,7 @@ from models.stats import Report, build
 from models.tables import Unit
 
 from . import charts, summary, workbook
+from .summary import stats_text  # noqa: F401  (models.report_commands.ReportOutputs)
 
 
 @dataclass

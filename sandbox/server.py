@@ -212,7 +212,8 @@ class Sandbox:
     async def start(self) -> None:
         from bot.app import Whistle  # imported late: the CLI imports this module cheaply
 
-        from bot.web import WhistleRef, build_app
+        from bot.faces import build_app
+        from bot.web import WhistleRef
 
         ref = WhistleRef()
         # one server for everything: the fake Telegram, the page, and Whistle's own faces

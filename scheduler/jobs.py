@@ -8,14 +8,14 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.observability import log_context
+from models.logs import log_context
 from models.context import Core
 from models.db import Database, upsert_insert
 from models.digest import send_digests
 from models import inbox
 from models import org, periods
 from models.privacy import expired_photos
-from models.sweep import SweepResult, command_centre, sweep
+from models.sweep import SweepResult, sweep
 from models.messages import Target
 from models.tables import JobRun
 
@@ -104,7 +104,7 @@ async def run_monthly_report(db: Database, core: Core, now: datetime) -> str | N
         return None
 
     async def prepare(session):
-        centre = await command_centre(session, core)
+        centre = await org.command_centre(session, core)
         chats = await org.chats_of_unit(session, centre.id, channels=core.channels)
         return chats, await build(session, core, period, now, centre)
     chats, report = await db.run(prepare)

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from models import org
 from models.board import KIND_WORDS
-from models.cards import category_name
+from models.names import category_name
 from models.tables import Identity, MessageRef, Outbox, Person, Ticket, TicketEvent, Timer
 from scheduler.jobs import run_sweep
 

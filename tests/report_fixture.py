@@ -34,7 +34,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from models import tickets, votes
+from models import resolution, tickets, votes
 from models import whistle as whistling
 from models.tables import DepartmentRating, Person, Ticket, Unit, Vote
 
@@ -83,7 +83,7 @@ async def build(whistle, clock) -> Fixture:
             if verb == "claim":
                 await tickets.claim(session, core, actor, ticket)
             elif verb == "resolve":
-                await tickets.resolve(session, core, actor, ticket, "Done.")
+                await resolution.resolve(session, core, actor, ticket, "Done.")
             elif verb == "escalate":
                 await tickets.escalate(session, core, actor, ticket, "Needs the community.")
             elif verb == "duplicate":

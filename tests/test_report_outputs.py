@@ -20,7 +20,7 @@ from PIL import Image
 from sqlalchemy import select
 
 from models import org, periods
-from models.cards import category_name
+from models.names import category_name
 from models.rates import percent
 from models.tables import JobRun
 from reports import bundle, charts

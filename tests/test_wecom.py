@@ -17,7 +17,7 @@ from bot.config import WecomConfig
 from bot.wecom.api import WecomApi, WecomError
 from bot.wecom.channel import split_bytes
 from bot.wecom.crypto import MsgCrypt
-from bot.wecom.geo import wgs_to_gcj
+from models.geo import wgs_to_gcj
 from models.digest import send_digests
 from models.messages import OutMessage, Target, enqueue
 from models.tables import ChatBinding, Identity, Inbox, Media, Outbox, Ticket, Unit

@@ -8,7 +8,7 @@ import base64
 import pytest
 
 from bot.wecom.crypto import CryptoError, MsgCrypt, signature
-from bot.wecom.geo import gcj_to_wgs, wgs_to_gcj
+from models.geo import gcj_to_wgs, wgs_to_gcj
 
 TOKEN = "QDG6eK"
 CORP_ID = "wx5823bf96d3bd56c7"

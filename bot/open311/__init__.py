@@ -1,6 +1,6 @@
 """Open311 GeoReport v2 on the bot's web server (docs/open311.md).
 
-``face(config)`` is what ``bot.web._faces`` registers: the routes under
+``face(config)`` is what ``bot.faces`` registers: the routes under
 ``[open311] path`` (default ``/open311/v2``)."""
 from __future__ import annotations
 

@@ -142,6 +142,15 @@ class WecomApi:
             raise WecomError(None, "media/get answered JSON without a file", "/media/get")
         return answer[0]
 
+    async def media_or_none(self, media_id: str) -> bytes | None:
+        """media/get, or None (logged) when WeCom will not give us the file: what the
+        handler reads as an unreadable photo."""
+        try:
+            return await self.download_media(media_id)
+        except WecomError as exc:
+            log.warning("WeCom media %s could not be downloaded: %s", media_id, exc)
+            return None
+
     async def upload_image(self, data: bytes, filename: str = "photo.jpg") -> str:
         def form() -> aiohttp.FormData:
             body = aiohttp.FormData()

@@ -31,16 +31,14 @@ from models.i18n import I18n
 from models.media import MediaStore
 from models.messages import Button, OutMessage
 from models.tables import (
-    Identity, Media, MessageRef, Outbox, Person, Role, Unit, WecomCard,
+    Identity, Media, MessageRef, Outbox, Role, Unit, WecomCard,
 )
+
+from handlers.wecom.cards import CHANNEL, KEYBOARD_PREFIX, MORE_PREFIX, UNIT_PREFIX, locale_of
 
 from .api import RATE_ERRORS, WecomApi, WecomError
 
 log = logging.getLogger(__name__)
-CHANNEL = "wecom"
-UNIT_PREFIX = "unit:"
-KEYBOARD_PREFIX = "kb:"
-MORE_PREFIX = "more:"  # + task id: "send me this card's other buttons"
 TEXT_BYTES = 2048  # WeCom's limit for a text message
 TITLE_CHARS = 36  # a card's main title (WeCom truncates beyond this)
 SUB_CHARS = 512  # a card's body; longer texts go first as a text message
@@ -332,14 +330,6 @@ def more(buttons: list[Button]) -> dict | None:
     return {"buttons": [[b.label, b.action, b.arg] for b in buttons[CARD_BUTTONS - 1:]]}
 
 
-async def more_buttons(session, task_id: str) -> list[Button]:
-    """What "More…" on the card ``task_id`` offers now (empty if the card is unknown)."""
-    card = await session.get(WecomCard, task_id)
-    if card is None or not card.more:
-        return []
-    return [Button(label, action, arg) for label, action, arg in card.more["buttons"]]
-
-
 async def recipients(session, chat_id: str) -> list[str]:
     """The userids a chat id reaches: a member, or a unit's staff with WeCom userids."""
     if not chat_id.startswith(UNIT_PREFIX):
@@ -350,23 +340,6 @@ async def recipients(session, chat_id: str) -> list[str]:
         .where(Unit.code == chat_id[len(UNIT_PREFIX):], Identity.channel == CHANNEL,
                Identity.blocked.is_(False)).order_by(Identity.external_id))
     return list(dict.fromkeys(rows))
-
-
-async def locale_of(session, i18n: I18n, chat_id: str) -> str | None:
-    """The language to add instructions in: the member's, or the deployment's for a unit."""
-    if chat_id.startswith(UNIT_PREFIX):
-        return None
-    row = (await session.execute(select(Person.locale, Identity.language_code)
-                                 .join(Identity, Identity.person_id == Person.id)
-                                 .where(Identity.channel == CHANNEL,
-                                        Identity.external_id == chat_id))).first()
-    return i18n.pick(row[0], row[1]) if row else None
-
-
-async def record_response_code(session, task_id: str, code: str, now: datetime) -> None:
-    """A press on a card hands us a fresh response code for updating it."""
-    await session.execute(update(WecomCard).where(WecomCard.task_id == task_id)
-                          .values(response_code=code, code_at=now))
 
 
 async def _media_rows(session, media_ids: list[int]) -> list[Media]:

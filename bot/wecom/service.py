@@ -15,7 +15,9 @@ from models.cards import REPORT_BUTTON
 from models.tables import ChatBinding, Identity, Role, Unit
 
 from .api import WecomApi
-from .channel import CHANNEL, UNIT_PREFIX, WecomChannel
+from handlers.wecom.cards import CHANNEL, UNIT_PREFIX
+
+from .channel import WecomChannel
 from .crypto import MsgCrypt
 from .robot import RobotChannel
 

@@ -3,7 +3,7 @@ import logging
 
 from telegram.ext import Application, CallbackQueryHandler, ContextTypes, MessageHandler, filters
 
-from bot.observability import bound_to_update
+from .logs import bound_to_update
 
 from .callbacks import on_callback
 from .messages import on_message

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from bot.wecom.channel import CHANNEL, MORE_PREFIX, locale_of, more_buttons, record_response_code
+from .cards import CHANNEL, MORE_PREFIX, locale_of, more_buttons, record_response_code
 from models.inbox import first_delivery
 from models.messages import OutMessage, Target, enqueue
 
@@ -27,7 +27,8 @@ async def handle_message(whistle: "Whistle", fields: dict[str, str]) -> None:
             (fields.get("EventKey") or "").startswith(MORE_PREFIX):
         await whistle.db.run(lambda s: _more(s, whistle, fields))
         return
-    inp = await message_input(fields, service.api, whistle.config.intake.max_photo_bytes)
+    inp = await message_input(fields, service.api.media_or_none,
+                              whistle.config.intake.max_photo_bytes)
     if inp is None:
         return
     try:

@@ -6,17 +6,21 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Awaitable, Callable
 
-from bot.wecom.api import WecomApi, WecomError
-from bot.wecom.channel import CHANNEL, KEYBOARD_PREFIX
-from bot.wecom.geo import gcj_to_wgs
+from models.geo import gcj_to_wgs
 from models.inputs import Input, PhotoIn, Sender
 from models.messages import Target
+
+from .cards import CHANNEL, KEYBOARD_PREFIX
 
 log = logging.getLogger(__name__)
 COMMAND = re.compile(r"^/[A-Za-z0-9_]+(\s|$)")
 PHONE = re.compile(r"^\+?\d{7,15}$")
 MENU_COMMANDS = {"report", "my", "help", "lang", "cancel", "start", "forget", "status"}
+
+# media/get of the WeCom API: the bytes, or None when WeCom will not give them
+Download = Callable[[str], Awaitable[bytes | None]]
 
 
 def dedupe_key(fields: dict[str, str]) -> str:
@@ -30,7 +34,8 @@ def dedupe_key(fields: dict[str, str]) -> str:
                      fields.get("ResponseCode", "")])  # each press has its own code
 
 
-async def message_input(fields: dict[str, str], api: WecomApi, max_photo_bytes: int) -> Input | None:
+async def message_input(fields: dict[str, str], download: Download,
+                        max_photo_bytes: int) -> Input | None:
     userid = fields.get("FromUserName", "")
     if not userid:
         return None
@@ -40,7 +45,7 @@ async def message_input(fields: dict[str, str], api: WecomApi, max_photo_bytes: 
     if kind == "text":
         return text_input(fields.get("Content", ""), base)
     if kind == "image":
-        return Input(kind="photo", photo=await _download(api, fields.get("MediaId", ""),
+        return Input(kind="photo", photo=await _download(download, fields.get("MediaId", ""),
                                                          max_photo_bytes), **base)
     if kind == "location":
         try:
@@ -83,14 +88,12 @@ def event_input(fields: dict[str, str], base: dict) -> Input | None:
     return None  # subscribe, LOCATION reports and other events: nothing to do
 
 
-async def _download(api: WecomApi, media_id: str, limit: int) -> PhotoIn:
+async def _download(download: Download, media_id: str, limit: int) -> PhotoIn:
     """The image's bytes; a file WeCom will not give us reads as an unreadable photo."""
     if not media_id:
         return PhotoIn(data=b"", size=0, unreadable=True)
-    try:
-        data = await api.download_media(media_id)
-    except WecomError as exc:
-        log.warning("WeCom media %s could not be downloaded: %s", media_id, exc)
+    data = await download(media_id)
+    if data is None:
         return PhotoIn(data=b"", size=0, channel_file_id=media_id, unreadable=True)
     if len(data) > limit:
         return PhotoIn(data=None, size=len(data), channel_file_id=media_id)

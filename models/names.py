@@ -1,0 +1,22 @@
+"""The names people read for a category and a unit, in their language."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from . import org
+
+if TYPE_CHECKING:
+    from .context import Core
+    from .i18n import Translator
+    from .tables import Unit
+
+
+def category_name(core: Core, code: str, t: Translator) -> str:
+    category = core.config.category(code)
+    if category is None:
+        return code
+    return category.name_en if t.is_en else category.name
+
+
+def unit_name(unit: Unit | None, t: Translator) -> str:
+    return "—" if unit is None else org.display_name(unit, t.locale)
