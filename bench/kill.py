@@ -47,8 +47,8 @@ from common import (  # noqa: E402
 )
 from sqlalchemy import select  # noqa: E402
 
-from models.db import Database  # noqa: E402
-from models.tables import Outbox, Ticket, Unit  # noqa: E402
+from models.store.db import Database  # noqa: E402
+from models.store.tables import Outbox, Ticket, Unit  # noqa: E402
 
 DESCRIPTION = "Kill test report {id} from resident {who}"
 

@@ -24,7 +24,7 @@ from sqlalchemy import delete, func, select, text, update  # noqa: E402
 
 from bot.app import Whistle  # noqa: E402
 from bot.config import load_config  # noqa: E402
-from models.tables import Outbox, Person, Ticket, Timer, Unit  # noqa: E402
+from models.store.tables import Outbox, Person, Ticket, Timer, Unit  # noqa: E402
 from scheduler.jobs import run_sweep  # noqa: E402
 
 NOW = datetime(2026, 11, 23, 3, 0, tzinfo=timezone.utc)  # Monday 11:00 in Beijing

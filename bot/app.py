@@ -29,7 +29,7 @@ from models import inbound
 from models.report_commands import HEAVY_COMMANDS
 from models.calendar import quiet_hours, working_calendar
 from models.context import Core, utcnow
-from models.db import Database
+from models.store.db import Database
 from models.i18n import I18n, normalise
 from models.inputs import Input, PhotoIn, Reply
 from models.media import MediaStore
@@ -37,7 +37,7 @@ from models.photos import PhotoError, clean as clean_photo
 from models.org import import_org
 from models.org_file import load_org_file
 from models.routing import Router
-from models.tables import JobRun, Unit
+from models.store.tables import JobRun, Unit
 from scheduler.jobs import claim_run
 from scheduler.runner import Scheduler
 
@@ -199,7 +199,7 @@ class Whistle:
         if inp.photo is not None and inp.photo.data is not None and not inp.photo.cleaned:
             inp = replace(inp, photo=await self._clean(inp.photo))
         try:
-            # short, so on SQLite it calls SQLite on the loop's thread (models/db.py)
+            # short, so on SQLite it calls SQLite on the loop's thread (models/store/db.py)
             heavy = inp.kind == "command" and inp.command in HEAVY_COMMANDS
             reply = await self.db.run(lambda session: inbound.handle(session, self.core, inp),
                                      inline=not heavy)

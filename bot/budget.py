@@ -24,8 +24,8 @@ from datetime import datetime, timezone
 from sqlalchemy import bindparam, delete, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models.db import among, upsert_insert
-from models.tables import RateCounter
+from models.store.db import among, upsert_insert
+from models.store.tables import RateCounter
 
 PREFIX = "send:"
 LOCK_KEY = 0x5748_5354  # "WHST": the advisory lock of the send budgets

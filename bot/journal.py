@@ -18,9 +18,9 @@ from datetime import datetime
 
 from sqlalchemy import delete, select
 
-from models.db import Database, among, upsert_insert
-from models.inbox import KEEP
-from models.tables import ReceivedUpdate
+from models.store.db import Database, among, upsert_insert
+from models.store.inbox import KEEP
+from models.store.tables import ReceivedUpdate
 
 log = logging.getLogger(__name__)
 

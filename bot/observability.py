@@ -26,12 +26,12 @@ from prometheus_client.registry import Collector
 from sqlalchemy import case, func, select, text
 
 from models.privacy import FORGOTTEN
-from models.tables import Outbox, Ticket
+from models.store.tables import Outbox, Ticket
 
 if TYPE_CHECKING:
     from bot.app import Whistle
     from bot.config import LoggingConfig
-    from models.db import Database
+    from models.store.db import Database
     from models.inputs import Reply
 
 log = logging.getLogger(__name__)

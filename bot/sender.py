@@ -39,10 +39,10 @@ from sqlalchemy import bindparam, select, update
 from bot.budget import Ledger, Window, lock_and_now, prune as prune_budgets, record
 from bot.config import SenderConfig
 from models import failures, limits
-from models.db import Database, among, upsert_insert
+from models.store.db import Database, among, upsert_insert
 from models.messages import NewerPayload, OutMessage
 from models.privacy import FORGOTTEN, forgotten_chats, looks_forgotten
-from models.tables import MessageRef, Outbox
+from models.store.tables import MessageRef, Outbox
 
 if TYPE_CHECKING:
     from models.context import Core

@@ -15,10 +15,10 @@ from telegram.error import BadRequest, ChatMigrated, Forbidden, NetworkError, Re
 
 from bot.http import never_sent
 from bot.sender import Permanent, Posted, Retry
-from models.db import Database
+from models.store.db import Database
 from models.media import MediaStore
 from models.messages import OutMessage, utf16_len
-from models.tables import ChatBinding, Identity, Media, MessageRef, Outbox
+from models.store.tables import ChatBinding, Identity, Media, MessageRef, Outbox
 
 log = logging.getLogger(__name__)
 NOT_MODIFIED = "message is not modified"

@@ -15,7 +15,7 @@ from models.cards import CLOSE_LABELS, ORDER_LABELS
 from models.context import Core
 from models.i18n import N_
 from models.lifecycle import OPEN, Action, State, TransitionError, sources
-from models.tables import Person, Ticket, Unit
+from models.store.tables import Person, Ticket, Unit
 
 from .auth import Viewer
 from .queries import ticket_in_scope

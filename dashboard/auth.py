@@ -22,7 +22,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models import org
-from models.tables import Person, RateCounter, StaffUser, Unit, WebSession
+from models.store.tables import Person, RateCounter, StaffUser, Unit, WebSession
 
 HASHER = PasswordHasher()
 MIN_PASSWORD = 8

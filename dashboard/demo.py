@@ -7,7 +7,7 @@ import secrets
 
 from sqlalchemy import select
 
-from models.tables import Person
+from models.store.tables import Person
 
 from . import auth
 

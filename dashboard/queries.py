@@ -12,9 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from models import rates, scope
 from models.lifecycle import OPEN, State
-from models.tables import (
-    Assignment, DepartmentRating, Media, Person, Ticket, TicketEvent, Timer, Unit, Vote,
-)
+from models.store.tables import (Assignment, DepartmentRating, Media, Person, Ticket, TicketEvent, Timer, Unit, Vote)
 
 from .auth import Viewer
 
@@ -227,7 +225,7 @@ class Detail:
 
 
 async def detail(session: AsyncSession, ticket: Ticket, now: datetime) -> Detail:
-    from models.tables import Role
+    from models.store.tables import Role
     events = list(await session.execute(
         select(TicketEvent, Person).outerjoin(Person, Person.id == TicketEvent.actor_id)
         .where(TicketEvent.ticket_id == ticket.id).order_by(TicketEvent.at, TicketEvent.id)))

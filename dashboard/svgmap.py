@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from shapely.geometry import shape
 
-from models.tables import Unit
+from models.store.tables import Unit
 
 WIDTH = 1000
 

@@ -4,7 +4,7 @@ import asyncio
 from alembic import context
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from models.tables import Base
+from models.store.tables import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -14,7 +14,7 @@ from .i18n import Translator
 from .inputs import Input
 from .messages import OutMessage, enqueue
 from .people import is_admin
-from .tables import Person, Role, Ticket
+from models.store.tables import Person, Role, Ticket
 from .tickets import audit
 
 BAN_EVENTS = ("ban", "unban")

@@ -13,7 +13,7 @@ from .context import Core
 from .i18n import N_, Translator
 from .lifecycle import OPEN
 from .messages import OutMessage, Target, enqueue, utf16_len
-from .tables import MessageRef, Person, Ticket, Timer, Unit
+from models.store.tables import MessageRef, Person, Ticket, Timer, Unit
 
 LIMIT = 4096
 

@@ -12,7 +12,7 @@ from .lifecycle import STATE_LABELS, TRANSITIONS, WAITING, WORKING, Action, Stat
 from .messages import Button, KeyButton, OutMessage
 from .names import category_name, unit_name
 from .people import first_name, tell
-from .tables import Assignment, Person, Ticket, TicketEvent, Unit
+from models.store.tables import Assignment, Person, Ticket, TicketEvent, Unit
 
 ROLE_LABELS = {
     "grid_chief": N_("grid chief"),

@@ -16,7 +16,7 @@ from .calendar import Span
 from . import board
 from .context import Core
 from .lifecycle import Action
-from .tables import Ticket, Timer
+from models.store.tables import Ticket, Timer
 
 WORK_KINDS = ("claim", "onsite", "resolve", "progress", "duty")
 TYPED_KINDS = ("claim", "onsite", "resolve", "progress")  # set by the order type

@@ -17,7 +17,7 @@ from .inputs import Input, Reply, parse_id
 from .lifecycle import FINAL, STATE_LABELS, Action, State, TransitionError, sources
 from .messages import Button, OutMessage, Target, enqueue
 from .people import load_dialogue, tell
-from .tables import Person, Ticket, Unit
+from models.store.tables import Person, Ticket, Unit
 
 NOTE_ACTIONS = {"progress": Action.PROGRESS, "resolve": Action.RESOLVE,
                 "return": Action.RETURN, "escalate": Action.ESCALATE, "ask": Action.PROGRESS,

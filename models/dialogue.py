@@ -13,14 +13,14 @@ from . import nearby, org, tickets
 from .photos import PhotoError, store_photo
 from .cards import main_keyboard
 from .names import category_name, unit_name
-from .db import among
+from models.store.db import among
 from .context import Core
 from .i18n import Translator
 from .inputs import Input, Reply, parse_id
 from .messages import Button, KeyButton, OutMessage, Target, enqueue
 from .people import load_dialogue
 from .lifecycle import STATE_LABELS, State
-from .tables import Dialogue, Media, Person, Ticket, Unit
+from models.store.tables import Dialogue, Media, Person, Ticket, Unit
 
 STEPS = ("category", "description", "photos", "location", "nearby", "contact", "confirm")
 EDITABLE = ("category", "description", "photos", "location", "contact")

@@ -17,7 +17,7 @@ from .messages import OutMessage, Target, enqueue
 from .periods import month_of
 from .rates import percent, three_rates
 from .scope import ticket_filter
-from .tables import ChatBinding, Person, Ticket, TicketEvent, Timer, Unit, Vote
+from models.store.tables import ChatBinding, Person, Ticket, TicketEvent, Timer, Unit, Vote
 
 EVENT_KINDS = ("created", "claimed", "resolved", "reopened", "escalated", "whistled")
 

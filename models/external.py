@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from . import tickets
 from .context import Core
-from .tables import Person, Ticket
+from models.store.tables import Person, Ticket
 
 
 @dataclass(frozen=True)

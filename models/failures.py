@@ -11,7 +11,7 @@ from . import org
 from .context import Core
 from .limits import PREFIX, bump
 from .messages import OutMessage, Target, enqueue
-from .tables import ChatBinding, Outbox, Unit
+from models.store.tables import ChatBinding, Outbox, Unit
 
 
 async def alert_targets(session: AsyncSession, core: Core) -> list[Target]:

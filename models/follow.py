@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from .tables import Follower, Ticket
+from models.store.tables import Follower, Ticket
 
 
 async def followers(session: AsyncSession, ticket_id: int) -> list[int]:

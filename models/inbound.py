@@ -17,11 +17,11 @@ from .dialogue import DIALOGUE_ACTIONS, load, open_intake
 from .photos import PhotoError, store_photo
 from .scrub import scrub
 from .i18n import LOCALES, Translator
-from .inbox import first_delivery
+from models.store.inbox import first_delivery
 from .inputs import Input, Reply, parse_id
 from .lifecycle import OPEN, STATE_LABELS, State, TransitionError
 from .messages import Button, OutMessage, enqueue
-from .tables import ChatBinding, Person, Ticket, Unit
+from models.store.tables import ChatBinding, Person, Ticket, Unit
 
 MY_BUTTON = "📋 My reports"
 

@@ -11,8 +11,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from .db import upsert_insert
-from .tables import Ban, Person, RateCounter, Role, Ticket
+from models.store.db import upsert_insert
+from models.store.tables import Ban, Person, RateCounter, Role, Ticket
 
 PREFIX = "limit:"
 

@@ -10,8 +10,8 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from .db import QUEUED
-from .tables import Outbox
+from models.store.db import QUEUED
+from models.store.tables import Outbox
 
 OUTBOX_ROWS = "whistle.outbox_rows"  # session.info: rows queued and not yet written
 SAVEPOINT_MARKS = "whistle.outbox_marks"  # session.info: savepoint -> rows queued before it

@@ -8,7 +8,7 @@ from . import org
 if TYPE_CHECKING:
     from .context import Core
     from .i18n import Translator
-    from .tables import Unit
+    from models.store.tables import Unit
 
 
 def category_name(core: Core, code: str, t: Translator) -> str:

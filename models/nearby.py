@@ -12,7 +12,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .lifecycle import OPEN
-from .tables import Ticket
+from models.store.tables import Ticket
 
 EARTH_RADIUS_M = 6_371_008.8
 

@@ -22,7 +22,7 @@ from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .org_file import ROLES, OrgSpec, PersonSpec, UnitEntry
-from .tables import ChatBinding, Identity, Person, Role, Unit
+from models.store.tables import ChatBinding, Identity, Person, Role, Unit
 
 
 @dataclass

@@ -15,7 +15,7 @@ from .messages import OutMessage, Target, enqueue
 if TYPE_CHECKING:
     from .context import Core
     from .i18n import Translator
-from .tables import Dialogue, Identity, Person, Role
+from models.store.tables import Dialogue, Identity, Person, Role
 
 
 # the identity, its person and their dialogue on that channel in one round trip

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from PIL import Image, ImageOps, UnidentifiedImageError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from .tables import Media, Person
+from models.store.tables import Media, Person
 
 if TYPE_CHECKING:
     from .context import Core

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from .context import Core
 from .lifecycle import FINAL
-from .tables import Dialogue, Follower, Identity, Media, MessageRef, Outbox, Person, Ticket
+from models.store.tables import (Dialogue, Follower, Identity, Media, MessageRef, Outbox, Person, Ticket)
 
 
 FORGOTTEN = "dropped: the resident erased their data (/forget)"

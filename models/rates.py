@@ -21,7 +21,7 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from .tables import Ticket, TicketEvent, Vote
+from models.store.tables import Ticket, TicketEvent, Vote
 
 BASIC_WEIGHT = 0.9
 RATES = ("response", "resolution", "satisfaction")

@@ -13,7 +13,7 @@ from .inputs import Input
 from .messages import OutMessage, Target, enqueue
 from .i18n import Translator
 from .stats import Figures, Report, build, stats_for
-from .tables import Unit
+from models.store.tables import Unit
 
 
 class ReportOutputs(Protocol):

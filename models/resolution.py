@@ -10,7 +10,7 @@ from . import deadlines, votes, whistle
 from .cards import notify_reporter
 from .context import Core
 from .lifecycle import Action
-from .tables import Media, Person, Ticket
+from models.store.tables import Media, Person, Ticket
 from .tickets import audit, refresh_cards, transition
 
 

@@ -26,7 +26,7 @@ from shapely.geometry import Point, shape
 from shapely.geometry.base import BaseGeometry
 
 from .org_file import OrgSpec
-from .tables import Unit
+from models.store.tables import Unit
 
 # Areas equal to this many decimals of a square degree (about 0.01 m²) are a tie:
 # the same-sized block drawn at another place must not win by rounding noise.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from .tables import Assignment, Ticket, Unit
+from models.store.tables import Assignment, Ticket, Unit
 
 
 async def subtree(session: AsyncSession, unit_id: int) -> list[int]:

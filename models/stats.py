@@ -22,8 +22,7 @@ from .lifecycle import OPEN
 from .periods import Period
 from .rates import Rates, composite, not_duplicate, three_rates
 from .scope import ticket_filter
-from .tables import (Assignment, DepartmentRating, Person, Role, Ticket, TicketEvent, Timer,
-                     Unit, Vote)
+from models.store.tables import (Assignment, DepartmentRating, Person, Role, Ticket, TicketEvent, Timer, Unit, Vote)
 
 UNIT_KINDS = ("district", "street", "community", "grid", "department")
 LEVELS = ("grid", "community", "street", "department")

@@ -20,7 +20,7 @@ from .i18n import N_
 from .lifecycle import TransitionError
 from .messages import OutMessage, Target, enqueue
 from .people import tell
-from .tables import Ticket, Timer, Unit
+from models.store.tables import Ticket, Timer, Unit
 
 BATCH = 500
 REMINDERS = {

@@ -12,12 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from . import cards, deadlines, follow, org
 from .cards import card_message, notify_reporter
 from .context import Core
-from .db import among, upsert_insert
+from models.store.db import among, upsert_insert
 from .i18n import N_
 from .lifecycle import FINAL, LEVELS, OPEN, STATE_LABELS, WORKING, Action, State, TransitionError, check, sources
 from .messages import OutMessage, Target, enqueue
 from .people import load_dialogue, tell
-from .tables import Media, MessageRef, Person, Ticket, TicketCounter, TicketEvent, Unit
+from models.store.tables import Media, MessageRef, Person, Ticket, TicketCounter, TicketEvent, Unit
 
 
 class Denied(Exception):

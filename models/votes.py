@@ -18,7 +18,7 @@ from .inputs import Input, Reply, parse_id
 from .lifecycle import State, TransitionError
 from .messages import Button, OutMessage, enqueue
 from .people import load_dialogue, tell
-from .tables import Person, Ticket, Timer, Vote
+from models.store.tables import Person, Ticket, Timer, Vote
 
 VOTE_ACTIONS = {"vs", "vq"}
 SATISFACTION = {"s": "satisfied", "b": "basic", "u": "unsatisfied"}

@@ -15,7 +15,7 @@ from .inputs import Input, Reply, parse_id
 from .lifecycle import Action, TransitionError, sources
 from .messages import Button, OutMessage, Target, enqueue
 from .people import load_dialogue
-from .tables import Assignment, DepartmentRating, Person, Ticket, Unit
+from models.store.tables import Assignment, DepartmentRating, Person, Ticket, Unit
 
 WHISTLE_ACTIONS = {"whistle", "wl", "wc", "ws", "duty", "rate"}
 

@@ -15,7 +15,7 @@ from models.context import Core
 from models.messages import OutMessage, Target, enqueue
 from models.periods import Period
 from models.stats import Report, build
-from models.tables import Unit
+from models.store.tables import Unit
 
 from . import charts, summary, workbook
 from .summary import stats_text  # noqa: F401  (models.report_commands.ReportOutputs)

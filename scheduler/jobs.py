@@ -10,14 +10,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.logs import log_context
 from models.context import Core
-from models.db import Database, upsert_insert
+from models.store.db import Database, upsert_insert
 from models.digest import send_digests
-from models import inbox
+from models.store import inbox
 from models import org, periods
 from models.privacy import expired_photos
 from models.sweep import SweepResult, sweep
 from models.messages import Target
-from models.tables import JobRun
+from models.store.tables import JobRun
 
 log = logging.getLogger(__name__)
 

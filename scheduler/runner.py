@@ -13,7 +13,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from models.context import Core
-from models.db import Database
+from models.store.db import Database
 
 from .jobs import monthly_missed, run_digest, run_monthly_report, run_retention, run_sweep
 

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from models import org
 from models.board import KIND_WORDS
 from models.names import category_name
-from models.tables import Identity, MessageRef, Outbox, Person, Ticket, TicketEvent, Timer
+from models.store.tables import Identity, MessageRef, Outbox, Person, Ticket, TicketEvent, Timer
 from scheduler.jobs import run_sweep
 
 BJ = ZoneInfo("Asia/Shanghai")

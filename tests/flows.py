@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from PIL import Image
 from sqlalchemy import func, select
 
-from models.tables import Identity, Media, Outbox, Ticket, TicketEvent
+from models.store.tables import Identity, Media, Outbox, Ticket, TicketEvent
 
 # Sample district (samples/district/README.md).
 G01 = (39.93524, 116.40107)

@@ -36,7 +36,7 @@ from sqlalchemy import select
 
 from models import resolution, tickets, votes
 from models import whistle as whistling
-from models.tables import DepartmentRating, Person, Ticket, Unit, Vote
+from models.store.tables import DepartmentRating, Person, Ticket, Unit, Vote
 
 from deadline_helpers import local, utc
 

@@ -15,7 +15,7 @@ from playwright.async_api import async_playwright, expect
 from sqlalchemy import select
 
 from dashboard import auth
-from models.tables import Ticket
+from models.store.tables import Ticket
 from sandbox.server import Sandbox
 from tests.flows import G01, G01_CHAT, ask_note, claim, file_report, reply_note
 

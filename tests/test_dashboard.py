@@ -21,9 +21,7 @@ from sqlalchemy import select
 
 from dashboard import auth
 from models import tickets as core_tickets
-from models.tables import (
-    Assignment, Media, Outbox, Person, StaffUser, Ticket, TicketEvent, WebSession,
-)
+from models.store.tables import (Assignment, Media, Outbox, Person, StaffUser, Ticket, TicketEvent, WebSession)
 from tests.flows import (
     DUTY_CHAT, G01, G01_CHAT, G02, G02_CHAT, LAKE, claim, count, file_report,
     has_button, last_id, photo_bytes, reply_note, ask_note, ticket_row,

@@ -1,4 +1,4 @@
-"""``models.db.among``: ``column IN values`` for lists whose length varies. It must pick
+"""``models.store.db.among``: ``column IN values`` for lists whose length varies. It must pick
 exactly the listed rows for any length, none included, on both databases; on
 PostgreSQL it must be one statement text whatever the length, as each new text is
 prepared again on every connection."""
@@ -8,8 +8,8 @@ from datetime import datetime, timezone
 
 from sqlalchemy import select
 
-from models.db import Database, among
-from models.tables import RateCounter
+from models.store.db import Database, among
+from models.store.tables import RateCounter
 
 KEYS = [f"among:{n}" for n in range(6)]
 

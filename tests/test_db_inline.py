@@ -1,4 +1,4 @@
-"""SQLite called on the event loop's thread for short transactions (models/db.py):
+"""SQLite called on the event loop's thread for short transactions (models/store/db.py):
 where the calls run, and that another process's write lock is waited for without
 stopping the loop. On an SQLite file of their own, whichever database the suite runs
 on: PostgreSQL's driver has no worker thread to skip."""
@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy import event, func, select, text
 from sqlalchemy.exc import IntegrityError
 
-from models.db import Database
-from models.tables import Base, Person
+from models.store.db import Database
+from models.store.tables import Base, Person
 
 
 @pytest.fixture
@@ -93,7 +93,7 @@ async def test_another_process_holding_the_lock_is_waited_for_without_stopping_t
     assert await db.run(lambda s: s.scalar(text("SELECT count(*) FROM held")), inline=True) == 0
 
 
-# ---- the session an inline transaction hands the core (models/loop_session.py) -----------
+# ---- the session an inline transaction hands the core (models/store/loop_session.py) -----------
 
 @pytest.fixture
 async def schema(db):

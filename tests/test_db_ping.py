@@ -1,5 +1,5 @@
 """PostgreSQL connections cut while they rested in the pool (a server restart) are
-replaced before a transaction uses them (models/db.py: a ping after a rest, not at every
+replaced before a transaction uses them (models/store/db.py: a ping after a rest, not at every
 checkout). PostgreSQL only: an SQLite file has no server to lose; in the SQLite half
 of the suite these tests are skipped, and they run in the PostgreSQL half."""
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from models.db import Database
+from models.store.db import Database
 
 
 @pytest.fixture

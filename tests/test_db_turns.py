@@ -1,10 +1,10 @@
-"""SQLite's writers queue in the process (``models.db.Turns``): in order of arrival,
+"""SQLite's writers queue in the process (``models.store.db.Turns``): in order of arrival,
 the sender's urgent bookkeeping first, and a cancelled waiter never blocks the line."""
 import asyncio
 
 import pytest
 
-from models.db import Turns
+from models.store.db import Turns
 
 
 async def test_one_at_a_time_in_order_with_urgent_ones_first():
@@ -64,7 +64,7 @@ async def test_a_transaction_started_inside_another_by_the_same_task_fails_at_on
     """It would wait for its own turn for ever; a task started inside still just waits."""
     from sqlalchemy import text
 
-    from models.db import Database
+    from models.store.db import Database
     db = Database(f"sqlite+aiosqlite:///{tmp_path / 'nested.db'}")
     try:
         await db.run(lambda s: s.execute(text("CREATE TABLE t (x INTEGER)")))

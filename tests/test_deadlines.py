@@ -13,7 +13,7 @@ import pytest
 
 from bot.config import TimerOverride
 from models.calendar import Span
-from models.tables import Timer
+from models.store.tables import Timer
 from scheduler.jobs import run_sweep
 
 from deadline_helpers import (

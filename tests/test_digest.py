@@ -13,7 +13,7 @@ from models import tickets
 from models.board import LIMIT, paginate
 from models.digest import digest_text
 from models.rates import percent
-from models.tables import JobRun, Person, Unit
+from models.store.tables import JobRun, Person, Unit
 from scheduler.jobs import run_digest
 from scheduler.runner import Scheduler
 

@@ -4,7 +4,7 @@ and resolves, and the resident is told at each step."""
 from images import jpeg
 from sqlalchemy import select
 
-from models.tables import Media, Ticket, TicketEvent
+from models.store.tables import Media, Ticket, TicketEvent
 
 
 G01 = (39.93524, 116.40107)

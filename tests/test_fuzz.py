@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from flows import G01, G01_CHAT, buttons, photo_bytes
 from models.dialogue import STEPS
 from models.lifecycle import FINAL, State
-from models.tables import Dialogue, Outbox, Ticket, Timer, Unit
+from models.store.tables import Dialogue, Outbox, Ticket, Timer, Unit
 
 SEED = 20261122
 ROUNDS = 92  # × 11 people × 2 ≈ 2,000 updates

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from models.photos import clean as clean_photo
 
-from models.tables import Dialogue, Identity, Media, Outbox, Person, Ticket, TicketEvent, Unit
+from models.store.tables import Dialogue, Identity, Media, Outbox, Person, Ticket, TicketEvent, Unit
 
 # ---- the sample district ---------------------------------------------------------------
 

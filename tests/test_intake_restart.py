@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from bot.app import Whistle
 from models.photos import clean as clean_photo
-from models.tables import Dialogue, Media, Ticket
+from models.store.tables import Dialogue, Media, Ticket
 
 G05 = (39.93072, 116.40087)
 G05_CHAT = -100105

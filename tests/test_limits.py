@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from chat import Resident, body
 from flows import C1_CHAT, G01_CHAT, file_report, has_button, last_id
-from models.tables import Ban, Identity, RateCounter, TicketEvent
+from models.store.tables import Ban, Identity, RateCounter, TicketEvent
 
 TOO_FAST = "too fast"
 BANNED = "can no longer file reports"

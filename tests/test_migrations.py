@@ -9,7 +9,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bot.migrate import alembic_config, upgrade
-from models.tables import Base
+from models.store.tables import Base
 
 
 def _diff(connection) -> list:

@@ -14,10 +14,10 @@ from sqlalchemy import func, select, update
 
 from bot.config import LoggingConfig
 from bot.observability import configure_logging
-from models.db import Database
+from models.store.db import Database
 from models.messages import OutMessage, Target, enqueue
 from models.privacy import FORGOTTEN
-from models.tables import Inbox, Outbox, Ticket
+from models.store.tables import Inbox, Outbox, Ticket
 from scheduler.runner import Scheduler
 from tests.flows import file_report
 

@@ -26,7 +26,7 @@ from deadline_helpers import sweep_at
 from flows import (
     DUTY_CHAT, G01, G01_CHAT, Filed, ask_note, body, claim, file_report, reply_note, wait_card,
 )
-from models.tables import ApiKey, Identity, Outbox, Person, Ticket
+from models.store.tables import ApiKey, Identity, Outbox, Person, Ticket
 
 FORMATS = ("json", "xml")
 NUMBER = re.compile(r"^\d{8}-\d{4}$")

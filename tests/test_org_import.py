@@ -8,10 +8,10 @@ import pytest_asyncio
 from sqlalchemy import func, select
 
 from models import org
-from models.db import Database
+from models.store.db import Database
 from models.org_file import PersonSpec, RoleSpec, load_org_file
 from models.routing import Router
-from models.tables import Base, ChatBinding, Identity, Person, Role, Unit
+from models.store.tables import Base, ChatBinding, Identity, Person, Role, Unit
 
 SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "district" / "district.toml"
 NOW = datetime(2026, 11, 22, 8, 0, tzinfo=timezone.utc)

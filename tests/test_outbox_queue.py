@@ -10,9 +10,9 @@ from datetime import datetime, timezone
 import pytest
 from sqlalchemy import select, update
 
-from models.db import QUEUED, Database
+from models.store.db import QUEUED, Database
 from models.messages import OutMessage, Target, enqueue
-from models.tables import Outbox
+from models.store.tables import Outbox
 
 NOW = datetime(2026, 11, 23, 8, 0, tzinfo=timezone.utc)
 

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from models.nearby import EARTH_RADIUS_M, bounding_box, distance_m, in_grid, nearby
 from models.photos import PhotoError, clean, gps_of
-from models.tables import Base, Ticket
+from models.store.tables import Base, Ticket
 
 HERE = (39.93085, 116.41298)
 NOW = datetime(2026, 11, 23, 2, 0, tzinfo=timezone.utc)

@@ -35,9 +35,9 @@ from sqlalchemy import func, select, update
 
 from bot.app import Whistle
 from bot.config import load_config
-from models.db import Database
+from models.store.db import Database
 from models.periods import previous_month
-from models.tables import ChatBinding, Inbox, JobRun, Outbox, Ticket, TicketEvent, Timer
+from models.store.tables import ChatBinding, Inbox, JobRun, Outbox, Ticket, TicketEvent, Timer
 from scheduler.jobs import MONTHLY, claim_run, run_sweep
 from tests.conftest import PG_ENV, ROOT, TOKEN
 from tests.flows import G02, G02_CHAT, claim, file_report

@@ -22,7 +22,7 @@ from sqlalchemy import select
 from models import org, periods
 from models.names import category_name
 from models.rates import percent
-from models.tables import JobRun
+from models.store.tables import JobRun
 from reports import bundle, charts
 from reports.workbook import col
 from scheduler.jobs import monthly_missed, run_monthly_report

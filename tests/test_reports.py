@@ -14,7 +14,7 @@ from models.digest import digest_text
 from models.rates import composite, percent, three_rates
 from models.stats import (Scope, build, department_scores, figures, percentile, weighted,
                           worker_scores)
-from models.tables import Ticket, Unit
+from models.store.tables import Ticket, Unit
 
 from deadline_helpers import group_text, local, utc
 from report_fixture import NOW, build as build_fixture

@@ -25,9 +25,7 @@ from models.messages import OutMessage, Target, enqueue
 from models.nearby import distance_m
 from models.photos import clean as clean_photo
 from models.rates import three_rates
-from models.tables import (
-    Dialogue, Follower, Identity, Media, Outbox, Person, Ticket, TicketEvent, Timer, Unit, Vote,
-)
+from models.store.tables import (Dialogue, Follower, Identity, Media, Outbox, Person, Ticket, TicketEvent, Timer, Unit, Vote)
 from scheduler.jobs import run_retention
 
 # ---- the sample district ---------------------------------------------------------------

@@ -15,9 +15,9 @@ from flows import (
     G01_CHAT, ask_note, buttons, card_now, claim, events, file_report, has_button,
     identity, last_id, outbox, press, reply_note, ticket_row, wait_card,
 )
-from models.db import Database
+from models.store.db import Database
 from models.messages import OutMessage, Target, enqueue
-from models.tables import ChatBinding, Dialogue, Identity, Outbox, Ticket
+from models.store.tables import ChatBinding, Dialogue, Identity, Outbox, Ticket
 
 
 def errors(caplog) -> list[str]:

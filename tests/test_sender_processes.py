@@ -18,10 +18,10 @@ from bot.http import AiohttpRequest
 from bot.sender import Sender
 from bot.telegram_channel import TelegramChannel
 from conftest import TOKEN
-from models.db import Database
+from models.store.db import Database
 from models.media import MediaStore
 from models.messages import OutMessage, Target, enqueue
-from models.tables import Identity, MessageRef, Outbox, Person
+from models.store.tables import Identity, MessageRef, Outbox, Person
 
 PRIVATES = list(range(7100, 7130))
 GROUPS = [-100101, -100102, -100103]

@@ -13,7 +13,7 @@ from telegram import Update
 from bot.app import Whistle
 from bot.updates import PerChatUpdateProcessor
 from conftest import TOKEN
-from models.tables import ReceivedUpdate
+from models.store.tables import ReceivedUpdate
 
 BOT_ID = int(TOKEN.split(":")[0])
 

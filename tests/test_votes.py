@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from models.tables import Vote
+from models.store.tables import Vote
 
 from deadline_helpers import (
     C1_CHAT, CHIEF_G01, G01_CHAT, body, buttons, claim, count, event_kinds, events_of,

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, select
 
 from bot.config import ConfigError, load_config
-from models.tables import Inbox, Outbox, Ticket
+from models.store.tables import Inbox, Outbox, Ticket
 from tests.conftest import ROOT
 from tests.flows import G01_CHAT, file_report
 

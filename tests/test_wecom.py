@@ -20,7 +20,7 @@ from bot.wecom.crypto import MsgCrypt
 from models.geo import wgs_to_gcj
 from models.digest import send_digests
 from models.messages import OutMessage, Target, enqueue
-from models.tables import ChatBinding, Identity, Inbox, Media, Outbox, Ticket, Unit
+from models.store.tables import ChatBinding, Identity, Inbox, Media, Outbox, Ticket, Unit
 from tests.fake_wecom import CORP_ID, SECRET, FakeWecom
 from tests.flows import has_button, photo_bytes
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from models.tables import Assignment, DepartmentRating, Timer
+from models.store.tables import Assignment, DepartmentRating, Timer
 
 from deadline_helpers import (
     C1_CHAT, CHIEF_G01, D_CG_CHAT, D_HW_CHAT, D_SJ_CHAT, G01_CHAT, OFFICER_CG, OFFICER_SJ,

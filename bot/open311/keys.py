@@ -12,7 +12,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models.tables import ApiKey
+from models.store.tables import ApiKey
 
 PREFIX = "w311_"
 MAX_NAME = 100
@@ -76,7 +76,7 @@ async def cli(config, command: str, name: str | None) -> int:
 
     from bot.migrate import upgrade
     from models.context import utcnow
-    from models.db import Database
+    from models.store.db import Database
 
     await upgrade(config.database.url)
     db = Database(config.database.url)

@@ -19,7 +19,7 @@ from models.context import Core
 from models.i18n import Translator
 from models.lifecycle import FINAL, OPEN, STATE_LABELS, State
 from models.org import display_name
-from models.tables import Ticket, Unit
+from models.store.tables import Ticket, Unit
 
 from .catalog import service_name
 

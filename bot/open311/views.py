@@ -10,7 +10,7 @@ from aiohttp import web
 
 from bot.web import whistle_of
 from models import external, org
-from models.tables import Unit
+from models.store.tables import Unit
 
 from . import catalog, keys, params, records
 from .wire import FORMATS, Open311Error, error_response, respond

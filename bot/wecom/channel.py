@@ -26,13 +26,11 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 
 from bot.sender import Permanent, Retry
-from models.db import Database
+from models.store.db import Database
 from models.i18n import I18n
 from models.media import MediaStore
 from models.messages import Button, OutMessage
-from models.tables import (
-    Identity, Media, MessageRef, Outbox, Role, Unit, WecomCard,
-)
+from models.store.tables import Identity, Media, MessageRef, Outbox, Role, Unit, WecomCard
 
 from handlers.wecom.cards import CHANNEL, KEYBOARD_PREFIX, MORE_PREFIX, UNIT_PREFIX, locale_of
 

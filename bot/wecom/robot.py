@@ -9,7 +9,7 @@ import aiohttp
 
 from bot.sender import Permanent, Retry
 from models.messages import OutMessage
-from models.tables import Outbox
+from models.store.tables import Outbox
 
 from .channel import split_bytes
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import delete, select
 
 from models.cards import REPORT_BUTTON
-from models.tables import ChatBinding, Identity, Role, Unit
+from models.store.tables import ChatBinding, Identity, Role, Unit
 
 from .api import WecomApi
 from handlers.wecom.cards import CHANNEL, UNIT_PREFIX

@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 
 from models.i18n import I18n
 from models.messages import Button
-from models.tables import Identity, Person, WecomCard
+from models.store.tables import Identity, Person, WecomCard
 
 CHANNEL = "wecom"
 UNIT_PREFIX = "unit:"

@@ -6,7 +6,7 @@ Create Date: 2026-11-22
 """
 from alembic import op
 import sqlalchemy as sa
-import models.tables
+import models.store.tables
 
 
 revision = '0001'
@@ -20,7 +20,7 @@ def upgrade() -> None:
     op.create_table('job_run',
     sa.Column('job', sa.String(length=32), nullable=False),
     sa.Column('period', sa.String(length=32), nullable=False),
-    sa.Column('started_at', models.tables.UTCDateTime(), nullable=False),
+    sa.Column('started_at', models.store.tables.UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('job', 'period')
     )
     op.create_table('message_ref',
@@ -29,7 +29,7 @@ def upgrade() -> None:
     sa.Column('channel', sa.String(length=16), nullable=False),
     sa.Column('chat_id', sa.String(length=64), nullable=False),
     sa.Column('message_id', sa.String(length=64), nullable=True),
-    sa.Column('created_at', models.tables.UTCDateTime(), nullable=True),
+    sa.Column('created_at', models.store.tables.UTCDateTime(), nullable=True),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('ref', 'channel', 'chat_id')
     )
@@ -40,9 +40,9 @@ def upgrade() -> None:
     sa.Column('payload', sa.JSON(), nullable=False),
     sa.Column('state', sa.String(length=12), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
-    sa.Column('next_try_at', models.tables.UTCDateTime(), nullable=False),
-    sa.Column('created_at', models.tables.UTCDateTime(), nullable=False),
-    sa.Column('sent_at', models.tables.UTCDateTime(), nullable=True),
+    sa.Column('next_try_at', models.store.tables.UTCDateTime(), nullable=False),
+    sa.Column('created_at', models.store.tables.UTCDateTime(), nullable=False),
+    sa.Column('sent_at', models.store.tables.UTCDateTime(), nullable=True),
     sa.Column('error', sa.Text(), nullable=True),
     sa.PrimaryKeyConstraint('id')
     )
@@ -56,8 +56,8 @@ def upgrade() -> None:
     sa.Column('name', sa.String(length=200), nullable=False),
     sa.Column('phone', sa.String(length=32), nullable=True),
     sa.Column('locale', sa.String(length=16), nullable=True),
-    sa.Column('created_at', models.tables.UTCDateTime(), nullable=False),
-    sa.Column('forgotten_at', models.tables.UTCDateTime(), nullable=True),
+    sa.Column('created_at', models.store.tables.UTCDateTime(), nullable=False),
+    sa.Column('forgotten_at', models.store.tables.UTCDateTime(), nullable=True),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('code')
     )
@@ -99,7 +99,7 @@ def upgrade() -> None:
     sa.Column('step', sa.String(length=24), nullable=True),
     sa.Column('draft', sa.JSON(), nullable=False),
     sa.Column('pending', sa.JSON(), nullable=True),
-    sa.Column('updated_at', models.tables.UTCDateTime(), nullable=False),
+    sa.Column('updated_at', models.store.tables.UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['person_id'], ['person.id'], ),
     sa.PrimaryKeyConstraint('person_id', 'channel')
     )
@@ -151,18 +151,18 @@ def upgrade() -> None:
     sa.Column('level', sa.String(length=16), nullable=False),
     sa.Column('route_reason', sa.String(length=32), nullable=False),
     sa.Column('assignee_id', sa.Integer(), nullable=True),
-    sa.Column('created_at', models.tables.UTCDateTime(), nullable=False),
-    sa.Column('updated_at', models.tables.UTCDateTime(), nullable=False),
-    sa.Column('claimed_at', models.tables.UTCDateTime(), nullable=True),
-    sa.Column('resolved_at', models.tables.UTCDateTime(), nullable=True),
-    sa.Column('closed_at', models.tables.UTCDateTime(), nullable=True),
-    sa.Column('claim_due_at', models.tables.UTCDateTime(), nullable=True),
-    sa.Column('resolve_due_at', models.tables.UTCDateTime(), nullable=True),
+    sa.Column('created_at', models.store.tables.UTCDateTime(), nullable=False),
+    sa.Column('updated_at', models.store.tables.UTCDateTime(), nullable=False),
+    sa.Column('claimed_at', models.store.tables.UTCDateTime(), nullable=True),
+    sa.Column('resolved_at', models.store.tables.UTCDateTime(), nullable=True),
+    sa.Column('closed_at', models.store.tables.UTCDateTime(), nullable=True),
+    sa.Column('claim_due_at', models.store.tables.UTCDateTime(), nullable=True),
+    sa.Column('resolve_due_at', models.store.tables.UTCDateTime(), nullable=True),
     sa.Column('resolution_note', sa.Text(), nullable=True),
     sa.Column('resolved_level', sa.String(length=16), nullable=True),
     sa.Column('reopens', sa.Integer(), nullable=False),
     sa.Column('escalations', sa.Integer(), nullable=False),
-    sa.Column('waiting_since', models.tables.UTCDateTime(), nullable=True),
+    sa.Column('waiting_since', models.store.tables.UTCDateTime(), nullable=True),
     sa.Column('unrated', sa.Boolean(), nullable=False),
     sa.Column('whistler_unit_id', sa.Integer(), nullable=True),
     sa.Column('followers', sa.Integer(), nullable=False),
@@ -195,8 +195,8 @@ def upgrade() -> None:
     sa.Column('whistled_by', sa.Integer(), nullable=True),
     sa.Column('state', sa.String(length=12), nullable=False),
     sa.Column('reported_by', sa.Integer(), nullable=True),
-    sa.Column('reported_at', models.tables.UTCDateTime(), nullable=True),
-    sa.Column('created_at', models.tables.UTCDateTime(), nullable=False),
+    sa.Column('reported_at', models.store.tables.UTCDateTime(), nullable=True),
+    sa.Column('created_at', models.store.tables.UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['reported_by'], ['person.id'], ),
     sa.ForeignKeyConstraint(['ticket_id'], ['ticket.id'], ),
     sa.ForeignKeyConstraint(['unit_id'], ['unit.id'], ),
@@ -217,7 +217,7 @@ def upgrade() -> None:
     sa.Column('rater_id', sa.Integer(), nullable=False),
     sa.Column('score', sa.Integer(), nullable=False),
     sa.Column('comment', sa.Text(), nullable=True),
-    sa.Column('created_at', models.tables.UTCDateTime(), nullable=False),
+    sa.Column('created_at', models.store.tables.UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['department_id'], ['unit.id'], ),
     sa.ForeignKeyConstraint(['rater_id'], ['person.id'], ),
     sa.ForeignKeyConstraint(['rater_unit_id'], ['unit.id'], ),
@@ -233,7 +233,7 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('ticket_id', sa.Integer(), nullable=False),
     sa.Column('person_id', sa.Integer(), nullable=False),
-    sa.Column('created_at', models.tables.UTCDateTime(), nullable=False),
+    sa.Column('created_at', models.store.tables.UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['person_id'], ['person.id'], ),
     sa.ForeignKeyConstraint(['ticket_id'], ['ticket.id'], ),
     sa.PrimaryKeyConstraint('id'),
@@ -252,7 +252,7 @@ def upgrade() -> None:
     sa.Column('sha256', sa.String(length=64), nullable=False),
     sa.Column('size', sa.Integer(), nullable=False),
     sa.Column('telegram_file_id', sa.String(length=200), nullable=True),
-    sa.Column('created_at', models.tables.UTCDateTime(), nullable=False),
+    sa.Column('created_at', models.store.tables.UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['owner_id'], ['person.id'], ),
     sa.ForeignKeyConstraint(['ticket_id'], ['ticket.id'], ),
     sa.PrimaryKeyConstraint('id')
@@ -264,7 +264,7 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('ticket_id', sa.Integer(), nullable=False),
     sa.Column('actor_id', sa.Integer(), nullable=True),
-    sa.Column('at', models.tables.UTCDateTime(), nullable=False),
+    sa.Column('at', models.store.tables.UTCDateTime(), nullable=False),
     sa.Column('kind', sa.String(length=24), nullable=False),
     sa.Column('from_state', sa.String(length=24), nullable=True),
     sa.Column('to_state', sa.String(length=24), nullable=True),
@@ -283,14 +283,14 @@ def upgrade() -> None:
     sa.Column('kind', sa.String(length=16), nullable=False),
     sa.Column('unit_id', sa.Integer(), nullable=False),
     sa.Column('working', sa.Boolean(), nullable=False),
-    sa.Column('starts_at', models.tables.UTCDateTime(), nullable=False),
-    sa.Column('warn_at', models.tables.UTCDateTime(), nullable=False),
-    sa.Column('due_at', models.tables.UTCDateTime(), nullable=False),
+    sa.Column('starts_at', models.store.tables.UTCDateTime(), nullable=False),
+    sa.Column('warn_at', models.store.tables.UTCDateTime(), nullable=False),
+    sa.Column('due_at', models.store.tables.UTCDateTime(), nullable=False),
     sa.Column('stage', sa.String(length=12), nullable=False),
-    sa.Column('next_at', models.tables.UTCDateTime(), nullable=True),
+    sa.Column('next_at', models.store.tables.UTCDateTime(), nullable=True),
     sa.Column('met', sa.Boolean(), nullable=True),
-    sa.Column('done_at', models.tables.UTCDateTime(), nullable=True),
-    sa.Column('paused_at', models.tables.UTCDateTime(), nullable=True),
+    sa.Column('done_at', models.store.tables.UTCDateTime(), nullable=True),
+    sa.Column('paused_at', models.store.tables.UTCDateTime(), nullable=True),
     sa.ForeignKeyConstraint(['ticket_id'], ['ticket.id'], ),
     sa.ForeignKeyConstraint(['unit_id'], ['unit.id'], ),
     sa.PrimaryKeyConstraint('id')
@@ -307,8 +307,8 @@ def upgrade() -> None:
     sa.Column('solved', sa.Boolean(), nullable=True),
     sa.Column('satisfaction', sa.String(length=12), nullable=True),
     sa.Column('comment', sa.Text(), nullable=True),
-    sa.Column('created_at', models.tables.UTCDateTime(), nullable=False),
-    sa.Column('updated_at', models.tables.UTCDateTime(), nullable=False),
+    sa.Column('created_at', models.store.tables.UTCDateTime(), nullable=False),
+    sa.Column('updated_at', models.store.tables.UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['person_id'], ['person.id'], ),
     sa.ForeignKeyConstraint(['ticket_id'], ['ticket.id'], ),
     sa.PrimaryKeyConstraint('id'),

@@ -6,7 +6,7 @@ Create Date: 2026-11-22
 """
 from alembic import op
 import sqlalchemy as sa
-import models.tables
+import models.store.tables
 
 
 revision = '0002'
@@ -21,9 +21,9 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('name', sa.String(length=100), nullable=False),
     sa.Column('key_hash', sa.String(length=64), nullable=False),
-    sa.Column('created_at', models.tables.UTCDateTime(), nullable=False),
-    sa.Column('revoked_at', models.tables.UTCDateTime(), nullable=True),
-    sa.Column('last_used_at', models.tables.UTCDateTime(), nullable=True),
+    sa.Column('created_at', models.store.tables.UTCDateTime(), nullable=False),
+    sa.Column('revoked_at', models.store.tables.UTCDateTime(), nullable=True),
+    sa.Column('last_used_at', models.store.tables.UTCDateTime(), nullable=True),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('key_hash')
     )
@@ -31,7 +31,7 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('channel', sa.String(length=16), nullable=False),
     sa.Column('key', sa.String(length=128), nullable=False),
-    sa.Column('received_at', models.tables.UTCDateTime(), nullable=False),
+    sa.Column('received_at', models.store.tables.UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('channel', 'key')
     )
@@ -42,7 +42,7 @@ def upgrade() -> None:
     sa.Column('key', sa.String(length=96), nullable=False),
     sa.Column('period', sa.String(length=24), nullable=False),
     sa.Column('count', sa.Integer(), nullable=False),
-    sa.Column('expires_at', models.tables.UTCDateTime(), nullable=False),
+    sa.Column('expires_at', models.store.tables.UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('key', 'period')
     )
     with op.batch_alter_table('rate_counter', schema=None) as batch_op:
@@ -53,16 +53,16 @@ def upgrade() -> None:
     sa.Column('chat_id', sa.String(length=64), nullable=False),
     sa.Column('userids', sa.Text(), nullable=False),
     sa.Column('response_code', sa.Text(), nullable=True),
-    sa.Column('code_at', models.tables.UTCDateTime(), nullable=True),
+    sa.Column('code_at', models.store.tables.UTCDateTime(), nullable=True),
     sa.Column('more', sa.JSON(), nullable=True),
-    sa.Column('created_at', models.tables.UTCDateTime(), nullable=False),
+    sa.Column('created_at', models.store.tables.UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('task_id')
     )
     op.create_table('ban',
     sa.Column('person_id', sa.Integer(), nullable=False),
     sa.Column('reason', sa.Text(), nullable=True),
     sa.Column('banned_by', sa.Integer(), nullable=True),
-    sa.Column('created_at', models.tables.UTCDateTime(), nullable=False),
+    sa.Column('created_at', models.store.tables.UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['banned_by'], ['person.id'], ),
     sa.ForeignKeyConstraint(['person_id'], ['person.id'], ),
     sa.PrimaryKeyConstraint('person_id')
@@ -76,9 +76,9 @@ def upgrade() -> None:
     sa.Column('is_admin', sa.Boolean(), nullable=False),
     sa.Column('disabled', sa.Boolean(), nullable=False),
     sa.Column('failed_logins', sa.Integer(), nullable=False),
-    sa.Column('locked_until', models.tables.UTCDateTime(), nullable=True),
-    sa.Column('last_login_at', models.tables.UTCDateTime(), nullable=True),
-    sa.Column('created_at', models.tables.UTCDateTime(), nullable=False),
+    sa.Column('locked_until', models.store.tables.UTCDateTime(), nullable=True),
+    sa.Column('last_login_at', models.store.tables.UTCDateTime(), nullable=True),
+    sa.Column('created_at', models.store.tables.UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['person_id'], ['person.id'], ),
     sa.ForeignKeyConstraint(['unit_id'], ['unit.id'], ),
     sa.PrimaryKeyConstraint('id'),
@@ -88,8 +88,8 @@ def upgrade() -> None:
     sa.Column('id', sa.String(length=64), nullable=False),
     sa.Column('user_id', sa.Integer(), nullable=False),
     sa.Column('csrf_token', sa.String(length=64), nullable=False),
-    sa.Column('created_at', models.tables.UTCDateTime(), nullable=False),
-    sa.Column('expires_at', models.tables.UTCDateTime(), nullable=False),
+    sa.Column('created_at', models.store.tables.UTCDateTime(), nullable=False),
+    sa.Column('expires_at', models.store.tables.UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['user_id'], ['staff_user.id'], ),
     sa.PrimaryKeyConstraint('id')
     )
@@ -104,7 +104,7 @@ def upgrade() -> None:
 
     with op.batch_alter_table('outbox', schema=None) as batch_op:
         batch_op.add_column(sa.Column('lease_owner', sa.String(length=32), nullable=True))
-        batch_op.add_column(sa.Column('lease_until', models.tables.UTCDateTime(), nullable=True))
+        batch_op.add_column(sa.Column('lease_until', models.store.tables.UTCDateTime(), nullable=True))
 
     # ### end Alembic commands ###
 

@@ -4,7 +4,7 @@ each other instead of failing half-way, and a briefly locked database is retried
 
 On SQLite, the transaction of each update (``run(..., inline=True)``) runs on a plain
 synchronous session over SQLite's own driver, called on the event loop's thread
-(``models/loop_session.py``): such a statement takes microseconds, while SQLAlchemy's
+(``models/store/loop_session.py``): such a statement takes microseconds, while SQLAlchemy's
 greenlet bridge and aiosqlite's worker thread (a queue, a future, a wake-up through the
 self-pipe) cost the loop more than the statement. The rest (the sender's passes over its
 queue, reports, sweeps, exports) keep aiosqlite's worker thread, where SQLite's C code
