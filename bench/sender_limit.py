@@ -32,7 +32,7 @@ from common import (  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
 from bot.app import Whistle  # noqa: E402
-from models.messages import OutMessage, Target, enqueue  # noqa: E402
+from models.messages.outbox import OutMessage, Target, enqueue  # noqa: E402
 from models.store.tables import Outbox  # noqa: E402
 
 PER_SECOND, GROUP_PER_MINUTE, PRIVATE_PER_SECOND = 30, 20, 1

@@ -30,7 +30,7 @@ from models.report_commands import HEAVY_COMMANDS
 from models.calendar import quiet_hours, working_calendar
 from models.context import Core, utcnow
 from models.store.db import Database
-from models.i18n import I18n, normalise
+from models.messages.i18n import I18n, normalise
 from models.inputs import Input, PhotoIn, Reply
 from models.media import MediaStore
 from models.photos import PhotoError, clean as clean_photo

@@ -40,7 +40,7 @@ from bot.budget import Ledger, Window, lock_and_now, prune as prune_budgets, rec
 from bot.config import SenderConfig
 from models import failures, limits
 from models.store.db import Database, among, upsert_insert
-from models.messages import NewerPayload, OutMessage
+from models.messages.outbox import NewerPayload, OutMessage
 from models.privacy import FORGOTTEN, forgotten_chats, looks_forgotten
 from models.store.tables import MessageRef, Outbox
 

@@ -17,7 +17,7 @@ from bot.http import never_sent
 from bot.sender import Permanent, Posted, Retry
 from models.store.db import Database
 from models.media import MediaStore
-from models.messages import OutMessage, utf16_len
+from models.messages.outbox import OutMessage, utf16_len
 from models.store.tables import ChatBinding, Identity, Media, MessageRef, Outbox
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from models import org, tickets, whistle
 from models.cards import CLOSE_LABELS, ORDER_LABELS
 from models.context import Core
-from models.i18n import N_
+from models.messages.i18n import N_
 from models.lifecycle import OPEN, Action, State, TransitionError, sources
 from models.store.tables import Person, Ticket, Unit
 

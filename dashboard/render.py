@@ -13,7 +13,7 @@ from aiohttp import web
 
 from models import cards, names, org, rates
 from models.board import KIND_WORDS
-from models.i18n import LOCALES, N_, Translator, normalise
+from models.messages.i18n import LOCALES, N_, Translator, normalise
 from models.lifecycle import STATE_LABELS, State
 
 HERE = Path(__file__).resolve().parent

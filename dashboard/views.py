@@ -13,7 +13,7 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from models import cards, votes as votes_module
-from models.i18n import LOCALES, N_
+from models.messages.i18n import LOCALES, N_
 from models.lifecycle import State
 from models.people import first_name
 

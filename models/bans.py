@@ -10,9 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from . import limits, org
 from .context import Core
-from .i18n import Translator
+from models.messages.i18n import Translator
 from .inputs import Input
-from .messages import OutMessage, enqueue
+from models.messages.outbox import OutMessage, enqueue
 from .people import is_admin
 from models.store.tables import Person, Role, Ticket
 from .tickets import audit

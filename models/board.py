@@ -10,9 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from . import org
 from .names import category_name
 from .context import Core
-from .i18n import N_, Translator
+from models.messages.i18n import N_, Translator
 from .lifecycle import OPEN
-from .messages import OutMessage, Target, enqueue, utf16_len
+from models.messages.outbox import OutMessage, Target, enqueue, utf16_len
 from models.store.tables import MessageRef, Person, Ticket, Timer, Unit
 
 LIMIT = 4096

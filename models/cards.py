@@ -7,9 +7,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from . import follow, org
 from .context import Core
-from .i18n import N_, Translator
+from models.messages.i18n import N_, Translator
 from .lifecycle import STATE_LABELS, TRANSITIONS, WAITING, WORKING, Action, State
-from .messages import Button, KeyButton, OutMessage
+from models.messages.outbox import Button, KeyButton, OutMessage
 from .names import category_name, unit_name
 from .people import first_name, tell
 from models.store.tables import Assignment, Person, Ticket, TicketEvent, Unit

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .calendar import QuietHours, WorkCalendar
-    from .i18n import I18n
+    from models.messages.i18n import I18n
     from .media import MediaStore
     from .report_commands import ReportOutputs
     from .routing import Router

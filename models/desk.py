@@ -12,10 +12,10 @@ from . import org, resolution, tickets
 from .context import Core
 from .cards import CLOSE_LABELS, ORDER_LABELS
 from .photos import PhotoError, store_photo
-from .i18n import N_, Translator
+from models.messages.i18n import N_, Translator
 from .inputs import Input, Reply, parse_id
 from .lifecycle import FINAL, STATE_LABELS, Action, State, TransitionError, sources
-from .messages import Button, OutMessage, Target, enqueue
+from models.messages.outbox import Button, OutMessage, Target, enqueue
 from .people import load_dialogue, tell
 from models.store.tables import Person, Ticket, Unit
 

@@ -15,9 +15,9 @@ from .cards import main_keyboard
 from .names import category_name, unit_name
 from models.store.db import among
 from .context import Core
-from .i18n import Translator
+from models.messages.i18n import Translator
 from .inputs import Input, Reply, parse_id
-from .messages import Button, KeyButton, OutMessage, Target, enqueue
+from models.messages.outbox import Button, KeyButton, OutMessage, Target, enqueue
 from .people import load_dialogue
 from .lifecycle import STATE_LABELS, State
 from models.store.tables import Dialogue, Media, Person, Ticket, Unit

@@ -13,7 +13,7 @@ from . import org
 from .board import paginate
 from .context import Core
 from .lifecycle import OPEN
-from .messages import OutMessage, Target, enqueue
+from models.messages.outbox import OutMessage, Target, enqueue
 from .periods import month_of
 from .rates import percent, three_rates
 from .scope import ticket_filter

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from . import org
 from .context import Core
 from .limits import PREFIX, bump
-from .messages import OutMessage, Target, enqueue
+from models.messages.outbox import OutMessage, Target, enqueue
 from models.store.tables import ChatBinding, Outbox, Unit
 
 

@@ -16,11 +16,11 @@ from .context import Core
 from .dialogue import DIALOGUE_ACTIONS, load, open_intake
 from .photos import PhotoError, store_photo
 from .scrub import scrub
-from .i18n import LOCALES, Translator
+from models.messages.i18n import LOCALES, Translator
 from models.store.inbox import first_delivery
 from .inputs import Input, Reply, parse_id
 from .lifecycle import OPEN, STATE_LABELS, State, TransitionError
-from .messages import Button, OutMessage, enqueue
+from models.messages.outbox import Button, OutMessage, enqueue
 from models.store.tables import ChatBinding, Person, Ticket, Unit
 
 MY_BUTTON = "📋 My reports"

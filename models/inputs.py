@@ -5,7 +5,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .messages import Target
+from models.messages.outbox import Target
 
 
 def parse_id(text: str) -> int | None:

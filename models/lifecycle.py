@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from .i18n import N_
+from models.messages.i18n import N_
 
 
 class State(StrEnum):

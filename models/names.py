@@ -7,7 +7,7 @@ from . import org
 
 if TYPE_CHECKING:
     from .context import Core
-    from .i18n import Translator
+    from models.messages.i18n import Translator
     from models.store.tables import Unit
 
 

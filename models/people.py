@@ -10,11 +10,11 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .inputs import Input, Sender
-from .messages import OutMessage, Target, enqueue
+from models.messages.outbox import OutMessage, Target, enqueue
 
 if TYPE_CHECKING:
     from .context import Core
-    from .i18n import Translator
+    from models.messages.i18n import Translator
 from models.store.tables import Dialogue, Identity, Person, Role
 
 

@@ -10,8 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from . import org, periods
 from .context import Core
 from .inputs import Input
-from .messages import OutMessage, Target, enqueue
-from .i18n import Translator
+from models.messages.outbox import OutMessage, Target, enqueue
+from models.messages.i18n import Translator
 from .stats import Figures, Report, build, stats_for
 from models.store.tables import Unit
 

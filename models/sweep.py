@@ -16,9 +16,9 @@ from . import board, org, tickets, votes
 from .names import category_name
 from .context import Core
 from .deadlines import finish
-from .i18n import N_
+from models.messages.i18n import N_
 from .lifecycle import TransitionError
-from .messages import OutMessage, Target, enqueue
+from models.messages.outbox import OutMessage, Target, enqueue
 from .people import tell
 from models.store.tables import Ticket, Timer, Unit
 

@@ -13,9 +13,9 @@ from . import cards, deadlines, follow, org
 from .cards import card_message, notify_reporter
 from .context import Core
 from models.store.db import among, upsert_insert
-from .i18n import N_
+from models.messages.i18n import N_
 from .lifecycle import FINAL, LEVELS, OPEN, STATE_LABELS, WORKING, Action, State, TransitionError, check, sources
-from .messages import OutMessage, Target, enqueue
+from models.messages.outbox import OutMessage, Target, enqueue
 from .people import load_dialogue, tell
 from models.store.tables import Media, MessageRef, Person, Ticket, TicketCounter, TicketEvent, Unit
 

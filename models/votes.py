@@ -13,10 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from . import follow, tickets
 from .context import Core
 from .deadlines import finish
-from .i18n import N_, Translator
+from models.messages.i18n import N_, Translator
 from .inputs import Input, Reply, parse_id
 from .lifecycle import State, TransitionError
-from .messages import Button, OutMessage, enqueue
+from models.messages.outbox import Button, OutMessage, enqueue
 from .people import load_dialogue, tell
 from models.store.tables import Person, Ticket, Timer, Vote
 

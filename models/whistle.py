@@ -10,10 +10,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from . import deadlines, org, tickets
 from .context import Core
-from .i18n import Translator
+from models.messages.i18n import Translator
 from .inputs import Input, Reply, parse_id
 from .lifecycle import Action, TransitionError, sources
-from .messages import Button, OutMessage, Target, enqueue
+from models.messages.outbox import Button, OutMessage, Target, enqueue
 from .people import load_dialogue
 from models.store.tables import Assignment, DepartmentRating, Person, Ticket, Unit
 

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.names import category_name
 from models.context import Core
-from models.messages import OutMessage, Target, enqueue
+from models.messages.outbox import OutMessage, Target, enqueue
 from models.periods import Period
 from models.stats import Report, build
 from models.store.tables import Unit

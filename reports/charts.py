@@ -11,7 +11,7 @@ from matplotlib import font_manager
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from models.i18n import Translator
+from models.messages.i18n import Translator
 from models.stats import LEVELS, Figures, Report
 
 from .summary import LEVEL_WORDS

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from models.names import category_name
 from models.context import Core
-from models.i18n import N_, Translator
+from models.messages.i18n import N_, Translator
 from models.rates import percent
 from models.stats import Durations, Figures, Report
 

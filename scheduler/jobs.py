@@ -16,7 +16,7 @@ from models.store import inbox
 from models import org, periods
 from models.privacy import expired_photos
 from models.sweep import SweepResult, sweep
-from models.messages import Target
+from models.messages.outbox import Target
 from models.store.tables import JobRun
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""An outgoing message's row payload (models/messages.py): built by hand for speed, it
+"""An outgoing message's row payload (models/messages/outbox.py): built by hand for speed, it
 must stay what ``dataclasses.asdict`` gives, and read back to the same message."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import asdict
 
 import pytest
 
-from models.messages import Button, KeyButton, NewerPayload, OutMessage
+from models.messages.outbox import Button, KeyButton, NewerPayload, OutMessage
 
 FULL = OutMessage(
     text="#20261123-0001 · 垃圾堆放", buttons=[[Button("认领", "claim", "17"), Button("Skip", "ph")]],

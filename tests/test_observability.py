@@ -15,7 +15,7 @@ from sqlalchemy import func, select, update
 from bot.config import LoggingConfig
 from bot.observability import configure_logging
 from models.store.db import Database
-from models.messages import OutMessage, Target, enqueue
+from models.messages.outbox import OutMessage, Target, enqueue
 from models.privacy import FORGOTTEN
 from models.store.tables import Inbox, Outbox, Ticket
 from scheduler.runner import Scheduler

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select, update
 
 from models.store.db import QUEUED, Database
-from models.messages import OutMessage, Target, enqueue
+from models.messages.outbox import OutMessage, Target, enqueue
 from models.store.tables import Outbox
 
 NOW = datetime(2026, 11, 23, 8, 0, tzinfo=timezone.utc)

@@ -21,7 +21,7 @@ from images import jpeg
 from PIL import Image
 from sqlalchemy import func, select, update
 
-from models.messages import OutMessage, Target, enqueue
+from models.messages.outbox import OutMessage, Target, enqueue
 from models.nearby import distance_m
 from models.photos import clean as clean_photo
 from models.rates import three_rates

@@ -16,7 +16,7 @@ from flows import (
     identity, last_id, outbox, press, reply_note, ticket_row, wait_card,
 )
 from models.store.db import Database
-from models.messages import OutMessage, Target, enqueue
+from models.messages.outbox import OutMessage, Target, enqueue
 from models.store.tables import ChatBinding, Dialogue, Identity, Outbox, Ticket
 
 

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from flows import outbox
 from models import privacy
-from models.messages import OutMessage, Target, enqueue
+from models.messages.outbox import OutMessage, Target, enqueue
 from models.store.tables import Identity, Outbox, Person
 
 CENTRE_CHAT = -100500  # the district's chat: the command centre of the sample district

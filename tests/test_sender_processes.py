@@ -20,7 +20,7 @@ from bot.telegram_channel import TelegramChannel
 from conftest import TOKEN
 from models.store.db import Database
 from models.media import MediaStore
-from models.messages import OutMessage, Target, enqueue
+from models.messages.outbox import OutMessage, Target, enqueue
 from models.store.tables import Identity, MessageRef, Outbox, Person
 
 PRIVATES = list(range(7100, 7130))

@@ -19,7 +19,7 @@ from bot.wecom.channel import split_bytes
 from bot.wecom.crypto import MsgCrypt
 from models.geo import wgs_to_gcj
 from models.digest import send_digests
-from models.messages import OutMessage, Target, enqueue
+from models.messages.outbox import OutMessage, Target, enqueue
 from models.store.tables import ChatBinding, Identity, Inbox, Media, Outbox, Ticket, Unit
 from tests.fake_wecom import CORP_ID, SECRET, FakeWecom
 from tests.flows import has_button, photo_bytes
@@ -596,7 +596,7 @@ def test_an_enabled_app_without_its_credentials_is_a_config_error(tmp_path, sect
 
 async def test_a_long_text_with_many_buttons_becomes_text_then_a_card_with_more(
         service, wecom_api, clock):
-    from models.messages import Button
+    from models.messages.outbox import Button
     text = "#1 title\n" + "描述" * 400
     buttons = [[Button(f"b{i}", "claim", str(i)) for i in range(8)]]
     await service.db.run(lambda s: _queue_message(s, Target("wecom", CHIEF),

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from models import org
 from models.calendar import Span
 from models.cards import CLASS_LABELS, ORDER_LABELS
-from models.i18n import Translator
+from models.messages.i18n import Translator
 
 from .wire import Open311Error
 

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 from models.external import ExternalReport
-from models.i18n import Translator, normalise
+from models.messages.i18n import Translator, normalise
 
 from .catalog import GRID_ATTRIBUTE
 from .records import STATUSES, Query

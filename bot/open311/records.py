@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.cards import CLOSE_LABELS, ORDER_LABELS
 from models.context import Core
-from models.i18n import Translator
+from models.messages.i18n import Translator
 from models.lifecycle import FINAL, OPEN, STATE_LABELS, State
 from models.org import display_name
 from models.store.tables import Ticket, Unit

@@ -27,9 +27,9 @@ from sqlalchemy import select, update
 
 from bot.sender import Permanent, Retry
 from models.store.db import Database
-from models.i18n import I18n
+from models.messages.i18n import I18n
 from models.media import MediaStore
-from models.messages import Button, OutMessage
+from models.messages.outbox import Button, OutMessage
 from models.store.tables import Identity, Media, MessageRef, Outbox, Role, Unit, WecomCard
 
 from handlers.wecom.cards import CHANNEL, KEYBOARD_PREFIX, MORE_PREFIX, UNIT_PREFIX, locale_of

@@ -8,7 +8,7 @@ import asyncio
 import aiohttp
 
 from bot.sender import Permanent, Retry
-from models.messages import OutMessage
+from models.messages.outbox import OutMessage
 from models.store.tables import Outbox
 
 from .channel import split_bytes

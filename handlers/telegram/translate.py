@@ -10,7 +10,7 @@ from telegram.error import TelegramError
 from telegram.ext import ContextTypes
 
 from models.inputs import Input, PhotoIn, Sender
-from models.messages import Target
+from models.messages.outbox import Target
 
 log = logging.getLogger(__name__)
 CHANNEL = "telegram"

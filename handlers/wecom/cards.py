@@ -9,8 +9,8 @@ from datetime import datetime
 
 from sqlalchemy import select, update
 
-from models.i18n import I18n
-from models.messages import Button
+from models.messages.i18n import I18n
+from models.messages.outbox import Button
 from models.store.tables import Identity, Person, WecomCard
 
 CHANNEL = "wecom"

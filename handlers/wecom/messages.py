@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from .cards import CHANNEL, MORE_PREFIX, locale_of, more_buttons, record_response_code
 from models.store.inbox import first_delivery
-from models.messages import OutMessage, Target, enqueue
+from models.messages.outbox import OutMessage, Target, enqueue
 
 from .translate import dedupe_key, message_input
 

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 
 from models.geo import gcj_to_wgs
 from models.inputs import Input, PhotoIn, Sender
-from models.messages import Target
+from models.messages.outbox import Target
 
 from .cards import CHANNEL, KEYBOARD_PREFIX
 

@@ -14,7 +14,7 @@ from babel.messages.pofile import read_po
 
 DOMAIN = "whistle"
 LOCALES = ("zh_Hans", "en")
-LOCALE_DIR = Path(__file__).resolve().parent.parent / "locale"
+LOCALE_DIR = Path(__file__).resolve().parents[2] / "locale"
 
 
 def N_(message: str) -> str:
