@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from shapely.geometry import box  # noqa: E402
 
-from models.routing import Router  # noqa: E402
+from models.org.routing import Router  # noqa: E402
 
 
 def build(n: int) -> Router:

@@ -34,9 +34,9 @@ from models.messages.i18n import I18n, normalise
 from models.inputs import Input, PhotoIn, Reply
 from models.media import MediaStore
 from models.photos import PhotoError, clean as clean_photo
-from models.org import import_org
-from models.org_file import load_org_file
-from models.routing import Router
+from models.org.tree import import_org
+from models.org.file import load_org_file
+from models.org.routing import Router
 from models.store.tables import JobRun, Unit
 from scheduler.jobs import claim_run
 from scheduler.runner import Scheduler

@@ -38,7 +38,7 @@ from sqlalchemy import bindparam, select, update
 
 from bot.budget import Ledger, Window, lock_and_now, prune as prune_budgets, record
 from bot.config import SenderConfig
-from models import failures, limits
+from models.org import failures, limits
 from models.store.db import Database, among, upsert_insert
 from models.messages.outbox import NewerPayload, OutMessage
 from models.privacy import FORGOTTEN, forgotten_chats, looks_forgotten

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models import org, tickets, whistle
+from models.org import tree as org
+from models import tickets, whistle
 from models.cards import CLOSE_LABELS, ORDER_LABELS
 from models.context import Core
 from models.messages.i18n import N_

@@ -21,7 +21,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models import org
+from models.org import tree as org
 from models.store.tables import Person, RateCounter, StaffUser, Unit, WebSession
 
 HASHER = PasswordHasher()

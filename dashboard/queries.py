@@ -10,7 +10,8 @@ from datetime import date, datetime, time, timedelta
 from sqlalchemy import ColumnElement, and_, case, exists, false, func, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models import rates, scope
+from models import rates
+from models.org import scope
 from models.lifecycle import OPEN, State
 from models.store.tables import (Assignment, DepartmentRating, Media, Person, Ticket, TicketEvent, Timer, Unit, Vote)
 
@@ -39,7 +40,7 @@ class BadFilter(ValueError):
 
 async def scope_of(session: AsyncSession, viewer: Viewer) -> ColumnElement[bool]:
     """The tickets this viewer may see: all for an admin; else those of their unit's
-    subtree (a department: what was whistled to it), as ``models.scope`` defines it."""
+    subtree (a department: what was whistled to it), as ``models.org.scope`` defines it."""
     if viewer.is_admin:
         return true()
     unit = await session.get(Unit, viewer.unit_id) if viewer.unit_id else None

@@ -11,7 +11,8 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from models import cards, names, org, rates
+from models import cards, rates
+from models.org import names, tree as org
 from models.board import KIND_WORDS
 from models.messages.i18n import LOCALES, N_, Translator, normalise
 from models.lifecycle import STATE_LABELS, State

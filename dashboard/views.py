@@ -15,7 +15,7 @@ from aiohttp import web
 from models import cards, votes as votes_module
 from models.messages.i18n import LOCALES, N_
 from models.lifecycle import State
-from models.people import first_name
+from models.org.people import first_name
 
 from . import actions, auth, queries, svgmap
 from .render import ENV, LANG_COOKIE, Helpers, pick_locale

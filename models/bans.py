@@ -8,12 +8,12 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import limits, org
+from models.org import limits, tree as org
 from .context import Core
 from models.messages.i18n import Translator
 from .inputs import Input
 from models.messages.outbox import OutMessage, enqueue
-from .people import is_admin
+from models.org.people import is_admin
 from models.store.tables import Person, Role, Ticket
 from .tickets import audit
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import org
-from .names import category_name
+from models.org import tree as org
+from models.org.names import category_name
 from .context import Core
 from models.messages.i18n import N_, Translator
 from .lifecycle import OPEN

@@ -5,13 +5,14 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import follow, org
+from . import follow
+from models.org import tree as org
 from .context import Core
 from models.messages.i18n import N_, Translator
 from .lifecycle import STATE_LABELS, TRANSITIONS, WAITING, WORKING, Action, State
 from models.messages.outbox import Button, KeyButton, OutMessage
-from .names import category_name, unit_name
-from .people import first_name, tell
+from models.org.names import category_name, unit_name
+from models.org.people import first_name, tell
 from models.store.tables import Assignment, Person, Ticket, TicketEvent, Unit
 
 ROLE_LABELS = {

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from models.messages.i18n import I18n
     from .media import MediaStore
     from .report_commands import ReportOutputs
-    from .routing import Router
+    from models.org.routing import Router
 
 
 def utcnow() -> datetime:

@@ -8,7 +8,8 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import org, resolution, tickets
+from models.org import tree as org
+from . import resolution, tickets
 from .context import Core
 from .cards import CLOSE_LABELS, ORDER_LABELS
 from .photos import PhotoError, store_photo
@@ -16,7 +17,7 @@ from models.messages.i18n import N_, Translator
 from .inputs import Input, Reply, parse_id
 from .lifecycle import FINAL, STATE_LABELS, Action, State, TransitionError, sources
 from models.messages.outbox import Button, OutMessage, Target, enqueue
-from .people import load_dialogue, tell
+from models.org.people import load_dialogue, tell
 from models.store.tables import Person, Ticket, Unit
 
 NOTE_ACTIONS = {"progress": Action.PROGRESS, "resolve": Action.RESOLVE,

@@ -9,16 +9,17 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import nearby, org, tickets
+from . import nearby, tickets
+from models.org import tree as org
 from .photos import PhotoError, store_photo
 from .cards import main_keyboard
-from .names import category_name, unit_name
+from models.org.names import category_name, unit_name
 from models.store.db import among
 from .context import Core
 from models.messages.i18n import Translator
 from .inputs import Input, Reply, parse_id
 from models.messages.outbox import Button, KeyButton, OutMessage, Target, enqueue
-from .people import load_dialogue
+from models.org.people import load_dialogue
 from .lifecycle import STATE_LABELS, State
 from models.store.tables import Dialogue, Media, Person, Ticket, Unit
 

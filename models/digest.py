@@ -9,14 +9,14 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import org
+from models.org import tree as org
 from .board import paginate
 from .context import Core
 from .lifecycle import OPEN
 from models.messages.outbox import OutMessage, Target, enqueue
 from .periods import month_of
 from .rates import percent, three_rates
-from .scope import ticket_filter
+from models.org.scope import ticket_filter
 from models.store.tables import ChatBinding, Person, Ticket, TicketEvent, Timer, Unit, Vote
 
 EVENT_KINDS = ("created", "claimed", "resolved", "reopened", "escalated", "whistled")

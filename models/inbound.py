@@ -8,10 +8,11 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import bans, desk, follow, limits, org, people, privacy, report_commands, tickets, votes, whistle
-from .people import is_admin
+from . import bans, desk, follow, privacy, report_commands, tickets, votes, whistle
+from models.org import limits, tree as org, people
+from models.org.people import is_admin
 from .cards import REPORT_BUTTON, main_keyboard, timeline_text
-from .names import category_name, unit_name
+from models.org.names import category_name, unit_name
 from .context import Core
 from .dialogue import DIALOGUE_ACTIONS, load, open_intake
 from .photos import PhotoError, store_photo

@@ -7,7 +7,8 @@ from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import org, periods
+from models.org import tree as org
+from . import periods
 from .context import Core
 from .inputs import Input
 from models.messages.outbox import OutMessage, Target, enqueue

@@ -15,13 +15,13 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import org
+from models.org import tree as org
 from .context import Core
 from .deadlines import WORK_KINDS
 from .lifecycle import OPEN
 from .periods import Period
 from .rates import Rates, composite, not_duplicate, three_rates
-from .scope import ticket_filter
+from models.org.scope import ticket_filter
 from models.store.tables import (Assignment, DepartmentRating, Person, Role, Ticket, TicketEvent, Timer, Unit, Vote)
 
 UNIT_KINDS = ("district", "street", "community", "grid", "department")

@@ -12,14 +12,15 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import board, org, tickets, votes
-from .names import category_name
+from . import board, tickets, votes
+from models.org import tree as org
+from models.org.names import category_name
 from .context import Core
 from .deadlines import finish
 from models.messages.i18n import N_
 from .lifecycle import TransitionError
 from models.messages.outbox import OutMessage, Target, enqueue
-from .people import tell
+from models.org.people import tell
 from models.store.tables import Ticket, Timer, Unit
 
 BATCH = 500

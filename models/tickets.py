@@ -9,14 +9,15 @@ import structlog
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import cards, deadlines, follow, org
+from . import cards, deadlines, follow
+from models.org import tree as org
 from .cards import card_message, notify_reporter
 from .context import Core
 from models.store.db import among, upsert_insert
 from models.messages.i18n import N_
 from .lifecycle import FINAL, LEVELS, OPEN, STATE_LABELS, WORKING, Action, State, TransitionError, check, sources
 from models.messages.outbox import OutMessage, Target, enqueue
-from .people import load_dialogue, tell
+from models.org.people import load_dialogue, tell
 from models.store.tables import Media, MessageRef, Person, Ticket, TicketCounter, TicketEvent, Unit
 
 

@@ -17,7 +17,7 @@ from models.messages.i18n import N_, Translator
 from .inputs import Input, Reply, parse_id
 from .lifecycle import State, TransitionError
 from models.messages.outbox import Button, OutMessage, enqueue
-from .people import load_dialogue, tell
+from models.org.people import load_dialogue, tell
 from models.store.tables import Person, Ticket, Timer, Vote
 
 VOTE_ACTIONS = {"vs", "vq"}

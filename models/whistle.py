@@ -8,13 +8,14 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import deadlines, org, tickets
+from . import deadlines, tickets
+from models.org import tree as org
 from .context import Core
 from models.messages.i18n import Translator
 from .inputs import Input, Reply, parse_id
 from .lifecycle import Action, TransitionError, sources
 from models.messages.outbox import Button, OutMessage, Target, enqueue
-from .people import load_dialogue
+from models.org.people import load_dialogue
 from models.store.tables import Assignment, DepartmentRating, Person, Ticket, Unit
 
 WHISTLE_ACTIONS = {"whistle", "wl", "wc", "ws", "duty", "rate"}

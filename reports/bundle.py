@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models.names import category_name
+from models.org.names import category_name
 from models.context import Core
 from models.messages.outbox import OutMessage, Target, enqueue
 from models.periods import Period

@@ -1,7 +1,7 @@
 """The report as chat text, in the reader's language (zh_Hans or en)."""
 from __future__ import annotations
 
-from models.names import category_name
+from models.org.names import category_name
 from models.context import Core
 from models.messages.i18n import N_, Translator
 from models.rates import percent

@@ -50,7 +50,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from bot.config import Config
-from models.org_file import OrgSpec, load_org_file
+from models.org.file import OrgSpec, load_org_file
 from sandbox.botapi import MAX_TEXT_LENGTH, MAX_UPLOAD_BYTES, FakeBotApi
 
 __all__ = ["Sandbox", "run_sandbox", "sandbox_config", "sandbox_paths", "SANDBOX_TOKEN", "RESIDENTS"]

@@ -13,7 +13,8 @@ from models.context import Core
 from models.store.db import Database, upsert_insert
 from models.digest import send_digests
 from models.store import inbox
-from models import org, periods
+from models.org import tree as org
+from models import periods
 from models.privacy import expired_photos
 from models.sweep import SweepResult, sweep
 from models.messages.outbox import Target

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from models.org_file import OrgFileError, OrgSpec, load_org_file
+from models.org.file import OrgFileError, OrgSpec, load_org_file
 
 SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "district" / "district.toml"
 

@@ -7,10 +7,10 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import func, select
 
-from models import org
+from models.org import tree as org
 from models.store.db import Database
-from models.org_file import PersonSpec, RoleSpec, load_org_file
-from models.routing import Router
+from models.org.file import PersonSpec, RoleSpec, load_org_file
+from models.org.routing import Router
 from models.store.tables import Base, ChatBinding, Identity, Person, Role, Unit
 
 SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "district" / "district.toml"

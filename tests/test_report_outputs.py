@@ -19,8 +19,9 @@ from openpyxl.utils import get_column_letter
 from PIL import Image
 from sqlalchemy import select
 
-from models import org, periods
-from models.names import category_name
+from models.org import tree as org
+from models import periods
+from models.org.names import category_name
 from models.rates import percent
 from models.store.tables import JobRun
 from reports import bundle, charts

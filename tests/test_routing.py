@@ -5,8 +5,8 @@ import pytest
 from shapely.geometry import MultiPolygon, Polygon, box
 from shapely.ops import unary_union
 
-from models.org_file import load_org_file
-from models.routing import Router
+from models.org.file import load_org_file
+from models.org.routing import Router
 
 SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "district" / "district.toml"
 

@@ -16,7 +16,8 @@ from flows import (
     claim, count, events, file_report, group_text, has_button, last_id, media_kinds, press,
     photo_bytes, reply_note, send_photo_reply, ticket_row, wait_card,
 )
-from models import org, tickets
+from models.org import tree as org
+from models import tickets
 from models.store.tables import ChatBinding, Dialogue, Identity, Media, Person, Ticket, TicketEvent
 
 STALE = "This button is no longer active."

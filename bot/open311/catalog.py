@@ -14,7 +14,7 @@ from decimal import Decimal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models import org
+from models.org import tree as org
 from models.calendar import Span
 from models.cards import CLASS_LABELS, ORDER_LABELS
 from models.messages.i18n import Translator

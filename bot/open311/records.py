@@ -18,7 +18,7 @@ from models.cards import CLOSE_LABELS, ORDER_LABELS
 from models.context import Core
 from models.messages.i18n import Translator
 from models.lifecycle import FINAL, OPEN, STATE_LABELS, State
-from models.org import display_name
+from models.org.tree import display_name
 from models.store.tables import Ticket, Unit
 
 from .catalog import service_name

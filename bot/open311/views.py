@@ -9,7 +9,8 @@ from dataclasses import replace
 from aiohttp import web
 
 from bot.web import whistle_of
-from models import external, org
+from models import external
+from models.org import tree as org
 from models.store.tables import Unit
 
 from . import catalog, keys, params, records

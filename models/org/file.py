@@ -1,6 +1,6 @@
 """The org file: a district's units, staff and group chats, kept in one TOML file
 (plus an optional GeoJSON file with the grids' boundaries) so that the
-organisation is edited and reviewed like code and imported with ``models.org``.
+organisation is edited and reviewed like code and imported with ``models.org.tree``.
 
 Format::
 

@@ -25,7 +25,7 @@ from shapely import STRtree
 from shapely.geometry import Point, shape
 from shapely.geometry.base import BaseGeometry
 
-from .org_file import OrgSpec
+from .file import OrgSpec
 from models.store.tables import Unit
 
 # Areas equal to this many decimals of a square degree (about 0.01 m²) are a tie:

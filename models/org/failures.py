@@ -7,8 +7,8 @@ from datetime import timedelta
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import org
-from .context import Core
+from . import tree as org
+from models.context import Core
 from .limits import PREFIX, bump
 from models.messages.outbox import OutMessage, Target, enqueue
 from models.store.tables import ChatBinding, Outbox, Unit

@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from .inputs import Input, Sender
+from models.inputs import Input, Sender
 from models.messages.outbox import OutMessage, Target, enqueue
 
 if TYPE_CHECKING:
-    from .context import Core
+    from models.context import Core
     from models.messages.i18n import Translator
 from models.store.tables import Dialogue, Identity, Person, Role
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import org
+from . import tree as org
 
 if TYPE_CHECKING:
-    from .context import Core
+    from models.context import Core
     from models.messages.i18n import Translator
     from models.store.tables import Unit
 

@@ -21,7 +21,7 @@ from shapely.geometry import mapping
 from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from .org_file import ROLES, OrgSpec, PersonSpec, UnitEntry
+from .file import ROLES, OrgSpec, PersonSpec, UnitEntry
 from models.store.tables import ChatBinding, Identity, Person, Role, Unit
 
 
