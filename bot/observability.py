@@ -25,7 +25,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import case, func, select, text
 
-from models.privacy import FORGOTTEN
+from models.residents.privacy import FORGOTTEN
 from models.store.tables import Outbox, Ticket
 
 if TYPE_CHECKING:

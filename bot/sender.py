@@ -41,7 +41,7 @@ from bot.config import SenderConfig
 from models.org import failures, limits
 from models.store.db import Database, among, upsert_insert
 from models.messages.outbox import NewerPayload, OutMessage
-from models.privacy import FORGOTTEN, forgotten_chats, looks_forgotten
+from models.residents.privacy import FORGOTTEN, forgotten_chats, looks_forgotten
 from models.store.tables import MessageRef, Outbox
 
 if TYPE_CHECKING:
@@ -674,7 +674,7 @@ class Sender:
         await record(session, [(o.claim.windows, o.claim.cost) for o in outcomes], wall,
                      self.config.margin)
         ids = [o.claim.row.id for o in outcomes]
-        # locked, so that a /forget renaming the chat (models/privacy.py) is either seen
+        # locked, so that a /forget renaming the chat (models/residents/privacy.py) is either seen
         # here or comes after this transaction and renames what it writes too
         found = (await session.execute(select(Outbox.id, Outbox.lease_owner, Outbox.chat_id)
                                        .where(among(session, Outbox.id, ids))

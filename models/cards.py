@@ -230,7 +230,7 @@ async def timeline_text(session: AsyncSession, core: Core, ticket: Ticket, t: Tr
     events = await session.scalars(select(TicketEvent).where(TicketEvent.ticket_id == ticket.id)
                                    .order_by(TicketEvent.at, TicketEvent.id))
     for ev in events:
-        if ev.kind in ("ban", "unban"):  # staff's audit only (models/bans.py)
+        if ev.kind in ("ban", "unban"):  # staff's audit only (models/residents/bans.py)
             continue
         line = f"{core.local(ev.at).strftime('%m-%d %H:%M')} {t._(EVENT_LABELS.get(ev.kind, ev.kind))}"
         if ev.actor_id and await org.roles_of(session, ev.actor_id):

@@ -8,7 +8,8 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import bans, desk, follow, privacy, report_commands, tickets, votes, whistle
+from models.residents import bans, privacy
+from . import desk, follow, report_commands, tickets, votes, whistle
 from models.org import limits, tree as org, people
 from models.org.people import is_admin
 from .cards import REPORT_BUTTON, main_keyboard, timeline_text

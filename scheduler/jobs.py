@@ -15,7 +15,7 @@ from models.digest import send_digests
 from models.store import inbox
 from models.org import tree as org
 from models import periods
-from models.privacy import expired_photos
+from models.residents.privacy import expired_photos
 from models.sweep import SweepResult, sweep
 from models.messages.outbox import Target
 from models.store.tables import JobRun

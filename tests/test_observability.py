@@ -16,7 +16,7 @@ from bot.config import LoggingConfig
 from bot.observability import configure_logging
 from models.store.db import Database
 from models.messages.outbox import OutMessage, Target, enqueue
-from models.privacy import FORGOTTEN
+from models.residents.privacy import FORGOTTEN
 from models.store.tables import Inbox, Outbox, Ticket
 from scheduler.runner import Scheduler
 from tests.flows import file_report
@@ -104,7 +104,7 @@ async def test_healthz_fails_when_a_message_waits_too_long(whistle, api, people,
 
 
 async def test_messages_dropped_for_a_forget_are_not_counted_as_failures(whistle, api):
-    """/forget drops what still waits for the resident (models/privacy.py): those rows are
+    """/forget drops what still waits for the resident (models/residents/privacy.py): those rows are
     ``failed`` in the table, but nothing went wrong, so /metrics counts them apart."""
     async def queued(session):
         for chat, text in (("forgotten-1", "dropped"), ("forgotten-1", "dropped too"),

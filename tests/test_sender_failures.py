@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from flows import outbox
-from models import privacy
+from models.residents import privacy
 from models.messages.outbox import OutMessage, Target, enqueue
 from models.store.tables import Identity, Outbox, Person
 

@@ -367,7 +367,7 @@ async def test_a_card_posted_while_the_resident_is_forgotten_keeps_no_chat_id(
     """``/forget`` commits while a message with a ref is on its way to the resident: the
     outcome must not bring their chat id back as the ref's message (every later edit
     would go to them again). The rows of the chat name the pseudonym, as
-    ``models.privacy.forget`` leaves them, and the ref is simply not remembered."""
+    ``models.residents.privacy.forget`` leaves them, and the ref is simply not remembered."""
     api, clock = world, FastClock()
     async with Process(api, database_url, tmp_path, clock, "A", limits()) as a:
         await queue(a.db, clock, [(7100, OutMessage(text="your report", ref="mine:1"))])
@@ -386,7 +386,7 @@ async def test_a_card_posted_while_the_resident_is_forgotten_keeps_no_chat_id(
 
 
 def forget_chat(chat: int):
-    """What ``models.privacy.forget`` does to a chat: its identity and its rows take the
+    """What ``models.residents.privacy.forget`` does to a chat: its identity and its rows take the
     pseudonym, and the person is marked forgotten."""
     async def rename(session):
         now = datetime.now(timezone.utc)

@@ -65,7 +65,7 @@ class OutMessage:
     ref: str | None = None  # remember the sent message under this name …
     edit: bool = False  # … or edit the message remembered under ``ref`` in place
     # once it is sent (or given up), the row's chat becomes this: a forgotten resident's
-    # goodbye must go to their chat, and then keep no trace of it (models/privacy.py)
+    # goodbye must go to their chat, and then keep no trace of it (models/residents/privacy.py)
     then_rename: str | None = None
 
     def to_payload(self) -> dict[str, Any]:

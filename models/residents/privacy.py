@@ -17,8 +17,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import String, cast, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from .context import Core
-from .lifecycle import FINAL
+from models.context import Core
+from models.lifecycle import FINAL
 from models.store.tables import (Dialogue, Follower, Identity, Media, MessageRef, Outbox, Person, Ticket)
 
 
@@ -52,7 +52,7 @@ async def forgotten_chats(session: AsyncSession,
 async def forget(session: AsyncSession, core: Core, person: Person) -> dict[str, str]:
     """Erase a resident's personal data; their tickets stay, anonymous. Returns the
     pseudonym that replaced their chat on each channel (for the goodbye's row)."""
-    from . import tickets  # the cards they appear on are redrawn
+    from models import tickets  # the cards they appear on are redrawn
 
     now = core.now()
     phones = {p for p in [person.phone, *await session.scalars(select(Ticket.contact_phone).where(

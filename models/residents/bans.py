@@ -9,13 +9,13 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.org import limits, tree as org
-from .context import Core
+from models.context import Core
 from models.messages.i18n import Translator
-from .inputs import Input
+from models.inputs import Input
 from models.messages.outbox import OutMessage, enqueue
 from models.org.people import is_admin
 from models.store.tables import Person, Role, Ticket
-from .tickets import audit
+from models.tickets import audit
 
 BAN_EVENTS = ("ban", "unban")
 
