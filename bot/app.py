@@ -27,7 +27,7 @@ from handlers.telegram import register
 from reports import bundle as report_outputs
 from models import inbound
 from models.report_commands import HEAVY_COMMANDS
-from models.calendar import quiet_hours, working_calendar
+from models.deadlines.calendar import quiet_hours, working_calendar
 from models.context import Core, utcnow
 from models.store.db import Database
 from models.messages.i18n import I18n, normalise

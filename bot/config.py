@@ -13,7 +13,7 @@ from datetime import date, time
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from models.calendar import Span
+from models.deadlines.calendar import Span
 
 ENV_OVERRIDES = {
     "WHISTLE_TELEGRAM_TOKEN": ("telegram", "token"),

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from models import cards, rates
 from models.org import names, tree as org
-from models.board import KIND_WORDS
+from models.deadlines.board import KIND_WORDS
 from models.messages.i18n import LOCALES, N_, Translator, normalise
 from models.lifecycle import STATE_LABELS, State
 

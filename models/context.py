@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .calendar import QuietHours, WorkCalendar
+    from models.deadlines.calendar import QuietHours, WorkCalendar
     from models.messages.i18n import I18n
     from .media import MediaStore
     from .report_commands import ReportOutputs

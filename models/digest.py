@@ -10,11 +10,11 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.org import tree as org
-from .board import paginate
+from models.deadlines.board import paginate
 from .context import Core
 from .lifecycle import OPEN
 from models.messages.outbox import OutMessage, Target, enqueue
-from .periods import month_of
+from models.deadlines.periods import month_of
 from .rates import percent, three_rates
 from models.org.scope import ticket_filter
 from models.store.tables import ChatBinding, Person, Ticket, TicketEvent, Timer, Unit, Vote

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.org import tree as org
-from . import periods
+from models.deadlines import periods
 from .context import Core
 from .inputs import Input
 from models.messages.outbox import OutMessage, Target, enqueue

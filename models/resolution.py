@@ -6,7 +6,8 @@ from __future__ import annotations
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import deadlines, votes, whistle
+from models.deadlines import timers as deadlines
+from . import votes, whistle
 from .cards import notify_reporter
 from .context import Core
 from .lifecycle import Action

@@ -17,9 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.org import tree as org
 from .context import Core
-from .deadlines import WORK_KINDS
+from models.deadlines.timers import WORK_KINDS
 from .lifecycle import OPEN
-from .periods import Period
+from models.deadlines.periods import Period
 from .rates import Rates, composite, not_duplicate, three_rates
 from models.org.scope import ticket_filter
 from models.store.tables import (Assignment, DepartmentRating, Person, Role, Ticket, TicketEvent, Timer, Unit, Vote)

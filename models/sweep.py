@@ -12,11 +12,12 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import board, tickets, votes
+from models.deadlines import board
+from . import tickets, votes
 from models.org import tree as org
 from models.org.names import category_name
 from .context import Core
-from .deadlines import finish
+from models.deadlines.timers import finish
 from models.messages.i18n import N_
 from .lifecycle import TransitionError
 from models.messages.outbox import OutMessage, Target, enqueue

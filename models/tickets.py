@@ -9,7 +9,8 @@ import structlog
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import cards, deadlines, follow
+from . import cards, follow
+from models.deadlines import timers as deadlines
 from models.org import tree as org
 from .cards import card_message, notify_reporter
 from .context import Core

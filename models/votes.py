@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from . import follow, tickets
 from .context import Core
-from .deadlines import finish
+from models.deadlines.timers import finish
 from models.messages.i18n import N_, Translator
 from .inputs import Input, Reply, parse_id
 from .lifecycle import State, TransitionError

@@ -8,7 +8,8 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import deadlines, tickets
+from models.deadlines import timers as deadlines
+from . import tickets
 from models.org import tree as org
 from .context import Core
 from models.messages.i18n import Translator

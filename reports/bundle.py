@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from models.org.names import category_name
 from models.context import Core
 from models.messages.outbox import OutMessage, Target, enqueue
-from models.periods import Period
+from models.deadlines.periods import Period
 from models.stats import Report, build
 from models.store.tables import Unit
 

@@ -12,7 +12,7 @@ async def run(config: Config, month: str | None, scope: str | None, out: Path,
               locale: str | None = None) -> int:
     from bot.app import Whistle
     from models.org import tree as org
-    from models import periods
+    from models.deadlines import periods
 
     from . import bundle
 

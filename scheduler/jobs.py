@@ -14,7 +14,7 @@ from models.store.db import Database, upsert_insert
 from models.digest import send_digests
 from models.store import inbox
 from models.org import tree as org
-from models import periods
+from models.deadlines import periods
 from models.residents.privacy import expired_photos
 from models.sweep import SweepResult, sweep
 from models.messages.outbox import Target

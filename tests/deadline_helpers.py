@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 
 from models.org import tree as org
-from models.board import KIND_WORDS
+from models.deadlines.board import KIND_WORDS
 from models.org.names import category_name
 from models.store.tables import Identity, MessageRef, Outbox, Person, Ticket, TicketEvent, Timer
 from scheduler.jobs import run_sweep

@@ -10,7 +10,7 @@ import chinese_calendar
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from models.calendar import QuietHours, Span, WorkCalendar
+from models.deadlines.calendar import QuietHours, Span, WorkCalendar
 
 SH = ZoneInfo("Asia/Shanghai")
 CAL = WorkCalendar()

@@ -12,7 +12,7 @@ import asyncio
 import pytest
 
 from bot.config import TimerOverride
-from models.calendar import Span
+from models.deadlines.calendar import Span
 from models.store.tables import Timer
 from scheduler.jobs import run_sweep
 

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from models import tickets
-from models.board import LIMIT, paginate
+from models.deadlines.board import LIMIT, paginate
 from models.digest import digest_text
 from models.rates import percent
 from models.store.tables import JobRun, Person, Unit

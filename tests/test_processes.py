@@ -36,7 +36,7 @@ from sqlalchemy import func, select, update
 from bot.app import Whistle
 from bot.config import load_config
 from models.store.db import Database
-from models.periods import previous_month
+from models.deadlines.periods import previous_month
 from models.store.tables import ChatBinding, Inbox, JobRun, Outbox, Ticket, TicketEvent, Timer
 from scheduler.jobs import MONTHLY, claim_run, run_sweep
 from tests.conftest import PG_ENV, ROOT, TOKEN

@@ -20,7 +20,7 @@ from PIL import Image
 from sqlalchemy import select
 
 from models.org import tree as org
-from models import periods
+from models.deadlines import periods
 from models.org.names import category_name
 from models.rates import percent
 from models.store.tables import JobRun

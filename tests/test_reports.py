@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select
 
-from models import periods
+from models.deadlines import periods
 from models.digest import digest_text
 from models.rates import composite, percent, three_rates
 from models.stats import (Scope, build, department_scores, figures, percentile, weighted,

@@ -15,7 +15,7 @@ from decimal import Decimal
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.org import tree as org
-from models.calendar import Span
+from models.deadlines.calendar import Span
 from models.cards import CLASS_LABELS, ORDER_LABELS
 from models.messages.i18n import Translator
 

@@ -9,9 +9,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.org import tree as org
 from models.org.names import category_name
-from .context import Core
+from models.context import Core
 from models.messages.i18n import N_, Translator
-from .lifecycle import OPEN
+from models.lifecycle import OPEN
 from models.messages.outbox import OutMessage, Target, enqueue, utf16_len
 from models.store.tables import MessageRef, Person, Ticket, Timer, Unit
 

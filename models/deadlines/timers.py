@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from .calendar import Span
 from . import board
-from .context import Core
-from .lifecycle import Action
+from models.context import Core
+from models.lifecycle import Action
 from models.store.tables import Ticket, Timer
 
 WORK_KINDS = ("claim", "onsite", "resolve", "progress", "duty")
