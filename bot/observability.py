@@ -3,7 +3,7 @@
 Logs: the code logs through the standard ``logging`` module; structlog renders every
 record (ours and the libraries') as one JSON object a line, or readably on a terminal,
 and adds what ``structlog.contextvars`` holds for the task at hand — the update, chat
-and ticket being handled (bound by the Telegram handlers and by ``models.tickets``).
+and ticket being handled (bound by the Telegram handlers and by ``models.tickets.actions``).
 
 Metrics: a per-service ``CollectorRegistry``. Counters and the sweep histogram count what
 *this* process did (Prometheus adds the processes up); the outbox and ticket figures are

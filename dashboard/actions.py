@@ -1,5 +1,5 @@
 """Acting on a ticket from the dashboard: the same core functions the chat buttons call
-(``models.tickets``, ``models.whistle``), so the state change, its audit event (with the
+(``models.tickets.actions``, ``models.tickets.whistle``), so the state change, its audit event (with the
 dashboard user's staff member as the actor) and the messages that report it are
 written in one transaction exactly as from the chat."""
 from __future__ import annotations
@@ -11,8 +11,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.org import tree as org
-from models import tickets, whistle
-from models.cards import CLOSE_LABELS, ORDER_LABELS
+from models.tickets import actions as tickets, whistle
+from models.tickets.cards import CLOSE_LABELS, ORDER_LABELS
 from models.context import Core
 from models.messages.i18n import N_
 from models.lifecycle import OPEN, Action, State, TransitionError, sources

@@ -11,7 +11,8 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from models import cards, rates
+from models.tickets import cards
+from models import rates
 from models.org import names, tree as org
 from models.deadlines.board import KIND_WORDS
 from models.messages.i18n import LOCALES, N_, Translator, normalise

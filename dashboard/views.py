@@ -12,7 +12,7 @@ from urllib.parse import quote, urlencode
 import aiohttp_jinja2
 from aiohttp import web
 
-from models import cards, votes as votes_module
+from models.tickets import cards, votes as votes_module
 from models.messages.i18n import LOCALES, N_
 from models.lifecycle import State
 from models.org.people import first_name

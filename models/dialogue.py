@@ -9,10 +9,11 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import nearby, tickets
+from . import nearby
+from models.tickets import actions as tickets
 from models.org import tree as org
 from .photos import PhotoError, store_photo
-from .cards import main_keyboard
+from models.tickets.cards import main_keyboard
 from models.org.names import category_name, unit_name
 from models.store.db import among
 from .context import Core

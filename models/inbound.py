@@ -9,10 +9,11 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.residents import bans, privacy
-from . import desk, follow, report_commands, tickets, votes, whistle
+from models.tickets import desk, follow, actions as tickets, votes, whistle
+from . import report_commands
 from models.org import limits, tree as org, people
 from models.org.people import is_admin
-from .cards import REPORT_BUTTON, main_keyboard, timeline_text
+from models.tickets.cards import REPORT_BUTTON, main_keyboard, timeline_text
 from models.org.names import category_name, unit_name
 from .context import Core
 from .dialogue import DIALOGUE_ACTIONS, load, open_intake

@@ -16,7 +16,7 @@ from models.store import inbox
 from models.org import tree as org
 from models.deadlines import periods
 from models.residents.privacy import expired_photos
-from models.sweep import SweepResult, sweep
+from models.tickets.sweep import SweepResult, sweep
 from models.messages.outbox import Target
 from models.store.tables import JobRun
 

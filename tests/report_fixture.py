@@ -34,8 +34,8 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from models import resolution, tickets, votes
-from models import whistle as whistling
+from models.tickets import resolution, actions as tickets, votes
+from models.tickets import whistle as whistling
 from models.store.tables import DepartmentRating, Person, Ticket, Unit, Vote
 
 from deadline_helpers import local, utc

@@ -20,7 +20,7 @@ from argon2 import PasswordHasher
 from sqlalchemy import select
 
 from dashboard import auth
-from models import tickets as core_tickets
+from models.tickets import actions as core_tickets
 from models.store.tables import (Assignment, Media, Outbox, Person, StaffUser, Ticket, TicketEvent, WebSession)
 from tests.flows import (
     DUTY_CHAT, G01, G01_CHAT, G02, G02_CHAT, LAKE, claim, count, file_report,

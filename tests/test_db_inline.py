@@ -125,7 +125,7 @@ async def test_the_core_s_session_calls_work_inline_and_commit_together(schema):
 
 
 async def test_a_failed_savepoint_keeps_the_rest_of_an_inline_transaction(schema):
-    """As models/external.py uses it: a unique row that another report won is read back."""
+    """As models/tickets/external.py uses it: a unique row that another report won is read back."""
     db = schema
     now = datetime(2026, 11, 23, tzinfo=timezone.utc)
     await db.run(lambda s: _add(s, Person(code="taken", created_at=now)), inline=True)

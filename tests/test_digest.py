@@ -9,7 +9,7 @@ from datetime import timezone
 import pytest
 from sqlalchemy import select
 
-from models import tickets
+from models.tickets import actions as tickets
 from models.deadlines.board import LIMIT, paginate
 from models.digest import digest_text
 from models.rates import percent

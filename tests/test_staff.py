@@ -17,7 +17,7 @@ from flows import (
     photo_bytes, reply_note, send_photo_reply, ticket_row, wait_card,
 )
 from models.org import tree as org
-from models import tickets
+from models.tickets import actions as tickets
 from models.store.tables import ChatBinding, Dialogue, Identity, Media, Person, Ticket, TicketEvent
 
 STALE = "This button is no longer active."

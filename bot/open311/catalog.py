@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.org import tree as org
 from models.deadlines.calendar import Span
-from models.cards import CLASS_LABELS, ORDER_LABELS
+from models.tickets.cards import CLASS_LABELS, ORDER_LABELS
 from models.messages.i18n import Translator
 
 from .wire import Open311Error

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
-from models.external import ExternalReport
+from models.tickets.external import ExternalReport
 from models.messages.i18n import Translator, normalise
 
 from .catalog import GRID_ATTRIBUTE

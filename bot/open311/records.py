@@ -14,7 +14,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models.cards import CLOSE_LABELS, ORDER_LABELS
+from models.tickets.cards import CLOSE_LABELS, ORDER_LABELS
 from models.context import Core
 from models.messages.i18n import Translator
 from models.lifecycle import FINAL, OPEN, STATE_LABELS, State

@@ -9,7 +9,7 @@ from dataclasses import replace
 from aiohttp import web
 
 from bot.web import whistle_of
-from models import external
+from models.tickets import external
 from models.org import tree as org
 from models.store.tables import Unit
 

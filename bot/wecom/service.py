@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, select
 
-from models.cards import REPORT_BUTTON
+from models.tickets.cards import REPORT_BUTTON
 from models.store.tables import ChatBinding, Identity, Role, Unit
 
 from .api import WecomApi

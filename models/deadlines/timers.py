@@ -1,5 +1,5 @@
 """Deadlines as rows ("两类三单限时办结"). Each ticket action starts or finishes
-timers here, in the same transaction; the sweep (``models/sweep.py``) acts on
+timers here, in the same transaction; the sweep (``models/tickets/sweep.py``) acts on
 the rows whose ``next_at`` has come.
 
 Timers by kind: claim (response; per level — an escalation starts a new one),

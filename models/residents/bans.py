@@ -15,7 +15,7 @@ from models.inputs import Input
 from models.messages.outbox import OutMessage, enqueue
 from models.org.people import is_admin
 from models.store.tables import Person, Role, Ticket
-from models.tickets import audit
+from models.tickets.actions import audit
 
 BAN_EVENTS = ("ban", "unban")
 

@@ -52,7 +52,7 @@ async def forgotten_chats(session: AsyncSession,
 async def forget(session: AsyncSession, core: Core, person: Person) -> dict[str, str]:
     """Erase a resident's personal data; their tickets stay, anonymous. Returns the
     pseudonym that replaced their chat on each channel (for the goodbye's row)."""
-    from models import tickets  # the cards they appear on are redrawn
+    from models.tickets import actions as tickets  # the cards they appear on are redrawn
 
     now = core.now()
     phones = {p for p in [person.phone, *await session.scalars(select(Ticket.contact_phone).where(

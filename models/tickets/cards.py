@@ -7,9 +7,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from . import follow
 from models.org import tree as org
-from .context import Core
+from models.context import Core
 from models.messages.i18n import N_, Translator
-from .lifecycle import STATE_LABELS, TRANSITIONS, WAITING, WORKING, Action, State
+from models.lifecycle import STATE_LABELS, TRANSITIONS, WAITING, WORKING, Action, State
 from models.messages.outbox import Button, KeyButton, OutMessage
 from models.org.names import category_name, unit_name
 from models.org.people import first_name, tell

@@ -9,10 +9,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from models.deadlines import timers as deadlines
 from . import votes, whistle
 from .cards import notify_reporter
-from .context import Core
-from .lifecycle import Action
+from models.context import Core
+from models.lifecycle import Action
 from models.store.tables import Media, Person, Ticket
-from .tickets import audit, refresh_cards, transition
+from .actions import audit, refresh_cards, transition
 
 
 async def resolve(session: AsyncSession, core: Core, actor: Person, ticket: Ticket, note: str,

@@ -13,10 +13,10 @@ from . import cards, follow
 from models.deadlines import timers as deadlines
 from models.org import tree as org
 from .cards import card_message, notify_reporter
-from .context import Core
+from models.context import Core
 from models.store.db import among, upsert_insert
 from models.messages.i18n import N_
-from .lifecycle import FINAL, LEVELS, OPEN, STATE_LABELS, WORKING, Action, State, TransitionError, check, sources
+from models.lifecycle import (FINAL, LEVELS, OPEN, STATE_LABELS, WORKING, Action, State, TransitionError, check, sources)
 from models.messages.outbox import OutMessage, Target, enqueue
 from models.org.people import load_dialogue, tell
 from models.store.tables import Media, MessageRef, Person, Ticket, TicketCounter, TicketEvent, Unit

@@ -9,13 +9,13 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.org import tree as org
-from . import resolution, tickets
-from .context import Core
+from . import resolution, actions as tickets
+from models.context import Core
 from .cards import CLOSE_LABELS, ORDER_LABELS
-from .photos import PhotoError, store_photo
+from models.photos import PhotoError, store_photo
 from models.messages.i18n import N_, Translator
-from .inputs import Input, Reply, parse_id
-from .lifecycle import FINAL, STATE_LABELS, Action, State, TransitionError, sources
+from models.inputs import Input, Reply, parse_id
+from models.lifecycle import FINAL, STATE_LABELS, Action, State, TransitionError, sources
 from models.messages.outbox import Button, OutMessage, Target, enqueue
 from models.org.people import load_dialogue, tell
 from models.store.tables import Person, Ticket, Unit

@@ -9,12 +9,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.deadlines import timers as deadlines
-from . import tickets
+from . import actions as tickets
 from models.org import tree as org
-from .context import Core
+from models.context import Core
 from models.messages.i18n import Translator
-from .inputs import Input, Reply, parse_id
-from .lifecycle import Action, TransitionError, sources
+from models.inputs import Input, Reply, parse_id
+from models.lifecycle import Action, TransitionError, sources
 from models.messages.outbox import Button, OutMessage, Target, enqueue
 from models.org.people import load_dialogue
 from models.store.tables import Assignment, DepartmentRating, Person, Ticket, Unit

@@ -18,8 +18,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import tickets
-from .context import Core
+from . import actions as tickets
+from models.context import Core
 from models.store.tables import Person, Ticket
 
 

@@ -13,13 +13,13 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.deadlines import board
-from . import tickets, votes
+from . import actions as tickets, votes
 from models.org import tree as org
 from models.org.names import category_name
-from .context import Core
+from models.context import Core
 from models.deadlines.timers import finish
 from models.messages.i18n import N_
-from .lifecycle import TransitionError
+from models.lifecycle import TransitionError
 from models.messages.outbox import OutMessage, Target, enqueue
 from models.org.people import tell
 from models.store.tables import Ticket, Timer, Unit
