@@ -32,8 +32,8 @@ from models.context import Core, utcnow
 from models.store.db import Database
 from models.messages.i18n import I18n, normalise
 from models.inputs import Input, PhotoIn, Reply
-from models.media import MediaStore
-from models.photos import PhotoError, clean as clean_photo
+from models.media.store import MediaStore
+from models.media.photos import PhotoError, clean as clean_photo
 from models.org.tree import import_org
 from models.org.file import load_org_file
 from models.org.routing import Router

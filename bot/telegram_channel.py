@@ -16,7 +16,7 @@ from telegram.error import BadRequest, ChatMigrated, Forbidden, NetworkError, Re
 from bot.http import never_sent
 from bot.sender import Permanent, Posted, Retry
 from models.store.db import Database
-from models.media import MediaStore
+from models.media.store import MediaStore
 from models.messages.outbox import OutMessage, utf16_len
 from models.store.tables import ChatBinding, Identity, Media, MessageRef, Outbox
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from models.deadlines.calendar import QuietHours, WorkCalendar
     from models.messages.i18n import I18n
-    from .media import MediaStore
+    from models.media.store import MediaStore
     from .report_commands import ReportOutputs
     from models.org.routing import Router
 

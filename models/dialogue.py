@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from . import nearby
 from models.tickets import actions as tickets
 from models.org import tree as org
-from .photos import PhotoError, store_photo
+from models.media.photos import PhotoError, store_photo
 from models.tickets.cards import main_keyboard
 from models.org.names import category_name, unit_name
 from models.store.db import among

@@ -14,7 +14,7 @@ from chat import Resident, all_button_data
 from images import jpeg
 from sqlalchemy import func, select
 
-from models.photos import clean as clean_photo
+from models.media.photos import clean as clean_photo
 
 from models.store.tables import Dialogue, Identity, Media, Outbox, Person, Ticket, TicketEvent, Unit
 

@@ -11,7 +11,7 @@ from images import jpeg
 from sqlalchemy import select
 
 from bot.app import Whistle
-from models.photos import clean as clean_photo
+from models.media.photos import clean as clean_photo
 from models.store.tables import Dialogue, Media, Ticket
 
 G05 = (39.93072, 116.40087)

@@ -1,4 +1,4 @@
-"""Unit tests of models/photos.py (cleaning photos: metadata dropped, size limited, GPS
+"""Unit tests of models/media/photos.py (cleaning photos: metadata dropped, size limited, GPS
 read first) and models/nearby.py (distances, the bounding box, and the nearby / same
 grid queries on an in-memory SQLite database)."""
 from __future__ import annotations
@@ -15,7 +15,7 @@ from PIL import Image
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from models.nearby import EARTH_RADIUS_M, bounding_box, distance_m, in_grid, nearby
-from models.photos import PhotoError, clean, gps_of
+from models.media.photos import PhotoError, clean, gps_of
 from models.store.tables import Base, Ticket
 
 HERE = (39.93085, 116.41298)

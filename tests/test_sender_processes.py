@@ -19,7 +19,7 @@ from bot.sender import Sender
 from bot.telegram_channel import TelegramChannel
 from conftest import TOKEN
 from models.store.db import Database
-from models.media import MediaStore
+from models.media.store import MediaStore
 from models.messages.outbox import OutMessage, Target, enqueue
 from models.store.tables import Identity, MessageRef, Outbox, Person
 

@@ -28,7 +28,7 @@ from sqlalchemy import select, update
 from bot.sender import Permanent, Retry
 from models.store.db import Database
 from models.messages.i18n import I18n
-from models.media import MediaStore
+from models.media.store import MediaStore
 from models.messages.outbox import Button, OutMessage
 from models.store.tables import Identity, Media, MessageRef, Outbox, Role, Unit, WecomCard
 

@@ -12,7 +12,7 @@ from models.org import tree as org
 from . import resolution, actions as tickets
 from models.context import Core
 from .cards import CLOSE_LABELS, ORDER_LABELS
-from models.photos import PhotoError, store_photo
+from models.media.photos import PhotoError, store_photo
 from models.messages.i18n import N_, Translator
 from models.inputs import Input, Reply, parse_id
 from models.lifecycle import FINAL, STATE_LABELS, Action, State, TransitionError, sources

@@ -13,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from models.store.tables import Media, Person
 
 if TYPE_CHECKING:
-    from .context import Core
-    from .inputs import Input
+    from models.context import Core
+    from models.inputs import Input
 
 GPS_IFD = 0x8825
 
