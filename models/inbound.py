@@ -16,9 +16,9 @@ from models.org.people import is_admin
 from models.tickets.cards import REPORT_BUTTON, main_keyboard, timeline_text
 from models.org.names import category_name, unit_name
 from .context import Core
-from .dialogue import DIALOGUE_ACTIONS, load, open_intake
+from models.intake.dialogue import DIALOGUE_ACTIONS, load, open_intake
 from models.media.photos import PhotoError, store_photo
-from .scrub import scrub
+from models.intake.scrub import scrub
 from models.messages.i18n import LOCALES, Translator
 from models.store.inbox import first_delivery
 from .inputs import Input, Reply, parse_id

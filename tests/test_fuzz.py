@@ -17,7 +17,7 @@ import time
 from sqlalchemy import func, select
 
 from flows import G01, G01_CHAT, buttons, photo_bytes
-from models.dialogue import STEPS
+from models.intake.dialogue import STEPS
 from models.lifecycle import FINAL, State
 from models.store.tables import Dialogue, Outbox, Ticket, Timer, Unit
 

@@ -1,5 +1,5 @@
 """Unit tests of models/media/photos.py (cleaning photos: metadata dropped, size limited, GPS
-read first) and models/nearby.py (distances, the bounding box, and the nearby / same
+read first) and models/intake/nearby.py (distances, the bounding box, and the nearby / same
 grid queries on an in-memory SQLite database)."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from images import jpeg
 from PIL import Image
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
-from models.nearby import EARTH_RADIUS_M, bounding_box, distance_m, in_grid, nearby
+from models.intake.nearby import EARTH_RADIUS_M, bounding_box, distance_m, in_grid, nearby
 from models.media.photos import PhotoError, clean, gps_of
 from models.store.tables import Base, Ticket
 

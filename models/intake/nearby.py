@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from .lifecycle import OPEN
+from models.lifecycle import OPEN
 from models.store.tables import Ticket
 
 EARTH_RADIUS_M = 6_371_008.8

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .inputs import Input
+from models.inputs import Input
 
 
 def text(value: str | None) -> str | None:

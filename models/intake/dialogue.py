@@ -16,12 +16,12 @@ from models.media.photos import PhotoError, store_photo
 from models.tickets.cards import main_keyboard
 from models.org.names import category_name, unit_name
 from models.store.db import among
-from .context import Core
+from models.context import Core
 from models.messages.i18n import Translator
-from .inputs import Input, Reply, parse_id
+from models.inputs import Input, Reply, parse_id
 from models.messages.outbox import Button, KeyButton, OutMessage, Target, enqueue
 from models.org.people import load_dialogue
-from .lifecycle import STATE_LABELS, State
+from models.lifecycle import STATE_LABELS, State
 from models.store.tables import Dialogue, Media, Person, Ticket, Unit
 
 STEPS = ("category", "description", "photos", "location", "nearby", "contact", "confirm")
