@@ -26,7 +26,7 @@ from bot.web import WebServer, WhistleRef
 from handlers.telegram import register
 from reports import bundle as report_outputs
 from models import inbound
-from models.report_commands import HEAVY_COMMANDS
+from models.figures.commands import HEAVY_COMMANDS
 from models.deadlines.calendar import quiet_hours, working_calendar
 from models.context import Core, utcnow
 from models.store.db import Database

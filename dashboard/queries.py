@@ -10,7 +10,7 @@ from datetime import date, datetime, time, timedelta
 from sqlalchemy import ColumnElement, and_, case, exists, false, func, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models import rates
+from models.figures import rates
 from models.org import scope
 from models.lifecycle import OPEN, State
 from models.store.tables import (Assignment, DepartmentRating, Media, Person, Ticket, TicketEvent, Timer, Unit, Vote)

@@ -12,7 +12,7 @@ import jinja2
 from aiohttp import web
 
 from models.tickets import cards
-from models import rates
+from models.figures import rates
 from models.org import names, tree as org
 from models.deadlines.board import KIND_WORDS
 from models.messages.i18n import LOCALES, N_, Translator, normalise

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from models.deadlines.calendar import QuietHours, WorkCalendar
     from models.messages.i18n import I18n
     from models.media.store import MediaStore
-    from .report_commands import ReportOutputs
+    from models.figures.commands import ReportOutputs
     from models.org.routing import Router
 
 

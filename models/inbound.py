@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.residents import bans, privacy
 from models.tickets import desk, follow, actions as tickets, votes, whistle
-from . import report_commands
+from models.figures import commands as report_commands
 from models.org import limits, tree as org, people
 from models.org.people import is_admin
 from models.tickets.cards import REPORT_BUTTON, main_keyboard, timeline_text

@@ -14,7 +14,7 @@ from models.org.names import category_name
 from models.context import Core
 from models.messages.outbox import OutMessage, Target, enqueue
 from models.deadlines.periods import Period
-from models.stats import Report, build
+from models.figures.stats import Report, build
 from models.store.tables import Unit
 
 from . import charts, summary, workbook

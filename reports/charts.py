@@ -12,7 +12,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from models.messages.i18n import Translator
-from models.stats import LEVELS, Figures, Report
+from models.figures.stats import LEVELS, Figures, Report
 
 from .summary import LEVEL_WORDS
 

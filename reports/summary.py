@@ -4,8 +4,8 @@ from __future__ import annotations
 from models.org.names import category_name
 from models.context import Core
 from models.messages.i18n import N_, Translator
-from models.rates import percent
-from models.stats import Durations, Figures, Report
+from models.figures.rates import percent
+from models.figures.stats import Durations, Figures, Report
 
 LEVEL_WORDS = {"grid": N_("grid"), "community": N_("community"), "street": N_("street"),
                "department": N_("department")}

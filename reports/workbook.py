@@ -12,7 +12,7 @@ from openpyxl.utils import get_column_letter
 
 from models.context import Core
 from models.messages.i18n import N_, Translator
-from models.stats import LEVELS, DepartmentScore, Figures, Report, WorkerScore
+from models.figures.stats import LEVELS, DepartmentScore, Figures, Report, WorkerScore
 
 from .summary import LEVEL_WORDS
 

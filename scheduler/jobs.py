@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from models.logs import log_context
 from models.context import Core
 from models.store.db import Database, upsert_insert
-from models.digest import send_digests
+from models.figures.digest import send_digests
 from models.store import inbox
 from models.org import tree as org
 from models.deadlines import periods
@@ -94,7 +94,7 @@ async def run_monthly_report(db: Database, core: Core, now: datetime) -> str | N
     The figures are computed in one transaction and rendered after it (charts and the
     workbook in worker threads, holding no database lock), so the claiming transaction
     is short; a process that loses the claim has only wasted the rendering."""
-    from models.stats import build
+    from models.figures.stats import build
     from reports import bundle
 
     period = periods.previous_month(now, core.config.tz)

@@ -11,8 +11,8 @@ from sqlalchemy import select
 
 from models.tickets import actions as tickets
 from models.deadlines.board import LIMIT, paginate
-from models.digest import digest_text
-from models.rates import percent
+from models.figures.digest import digest_text
+from models.figures.rates import percent
 from models.store.tables import JobRun, Person, Unit
 from scheduler.jobs import run_digest
 from scheduler.runner import Scheduler

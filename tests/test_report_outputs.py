@@ -22,7 +22,7 @@ from sqlalchemy import select
 from models.org import tree as org
 from models.deadlines import periods
 from models.org.names import category_name
-from models.rates import percent
+from models.figures.rates import percent
 from models.store.tables import JobRun
 from reports import bundle, charts
 from reports.workbook import col

@@ -10,10 +10,9 @@ import pytest
 from sqlalchemy import select
 
 from models.deadlines import periods
-from models.digest import digest_text
-from models.rates import composite, percent, three_rates
-from models.stats import (Scope, build, department_scores, figures, percentile, weighted,
-                          worker_scores)
+from models.figures.digest import digest_text
+from models.figures.rates import composite, percent, three_rates
+from models.figures.stats import (Scope, build, department_scores, figures, percentile, weighted, worker_scores)
 from models.store.tables import Ticket, Unit
 
 from deadline_helpers import group_text, local, utc
@@ -275,7 +274,7 @@ def test_weighted_leaves_out_missing_parts():
 
 
 def test_composite_with_configured_weights():
-    from models.rates import Rates
+    from models.figures.rates import Rates
     r = Rates(claims_due=4, claims_met=3, votes=2, solved=1, satisfied=1, basic=1,
               basic_weight=0.5)
     # response 0.75, resolution 0.5, satisfaction (1 + 0.5) / 2 = 0.75

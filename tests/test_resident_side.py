@@ -24,7 +24,7 @@ from sqlalchemy import func, select, update
 from models.messages.outbox import OutMessage, Target, enqueue
 from models.intake.nearby import distance_m
 from models.media.photos import clean as clean_photo
-from models.rates import three_rates
+from models.figures.rates import three_rates
 from models.store.tables import (Dialogue, Follower, Identity, Media, Outbox, Person, Ticket, TicketEvent, Timer, Unit, Vote)
 from scheduler.jobs import run_retention
 

@@ -18,7 +18,7 @@ from bot.wecom.api import WecomApi, WecomError
 from bot.wecom.channel import split_bytes
 from bot.wecom.crypto import MsgCrypt
 from models.geo import wgs_to_gcj
-from models.digest import send_digests
+from models.figures.digest import send_digests
 from models.messages.outbox import OutMessage, Target, enqueue
 from models.store.tables import ChatBinding, Identity, Inbox, Media, Outbox, Ticket, Unit
 from tests.fake_wecom import CORP_ID, SECRET, FakeWecom

@@ -3,7 +3,7 @@
 
 Every count is one aggregate query over indexed columns; only the percentiles read
 the durations of the one scope they describe. The definitions, as formulas, are in
-docs/reports.md; the three rates themselves are ``models/rates.py`` (the digest uses
+docs/reports.md; the three rates themselves are ``models/figures/rates.py`` (the digest uses
 the same code)."""
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.org import tree as org
-from .context import Core
+from models.context import Core
 from models.deadlines.timers import WORK_KINDS
-from .lifecycle import OPEN
+from models.lifecycle import OPEN
 from models.deadlines.periods import Period
 from .rates import Rates, composite, not_duplicate, three_rates
 from models.org.scope import ticket_filter

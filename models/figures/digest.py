@@ -11,8 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.org import tree as org
 from models.deadlines.board import paginate
-from .context import Core
-from .lifecycle import OPEN
+from models.context import Core
+from models.lifecycle import OPEN
 from models.messages.outbox import OutMessage, Target, enqueue
 from models.deadlines.periods import month_of
 from .rates import percent, three_rates
@@ -24,7 +24,7 @@ EVENT_KINDS = ("created", "claimed", "resolved", "reopened", "escalated", "whist
 
 def month_start(core: Core, now: datetime) -> datetime:
     """The running month's first local midnight (the digest's rates cover the month so far,
-    with the report's definitions: ``models/rates.py``)."""
+    with the report's definitions: ``models/figures/rates.py``)."""
     return month_of(now, core.config.tz).start
 
 

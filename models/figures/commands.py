@@ -9,8 +9,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.org import tree as org
 from models.deadlines import periods
-from .context import Core
-from .inputs import Input
+from models.context import Core
+from models.inputs import Input
 from models.messages.outbox import OutMessage, Target, enqueue
 from models.messages.i18n import Translator
 from .stats import Figures, Report, build, stats_for
