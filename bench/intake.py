@@ -30,7 +30,7 @@ from telegram import Update  # noqa: E402
 from telegram.ext import ApplicationBuilder, ContextTypes, MessageHandler, filters  # noqa: E402
 
 from bot.app import Whistle  # noqa: E402
-from bot.http import AiohttpRequest  # noqa: E402
+from bot.telegram.http import AiohttpRequest  # noqa: E402
 
 
 def settle() -> None:
@@ -79,7 +79,7 @@ async def echo(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 async def echo_run(api, residents: list[Resident], messages: int, concurrent: bool,
                    transport: bool = False) -> tuple[float, int, float]:
     """(seconds, updates, CPU seconds) for every resident sending ``messages`` texts, each
-    waiting for its echo. ``transport``: on Whistle's aiohttp client (bot/http.py) instead
+    waiting for its echo. ``transport``: on Whistle's aiohttp client (bot/telegram/http.py) instead
     of PTB's httpx."""
     builder = (ApplicationBuilder().token(TOKEN).base_url(api.base_url)
                .base_file_url(api.base_file_url).concurrent_updates(concurrent))

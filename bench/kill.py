@@ -24,7 +24,7 @@ Definitions (every report carries a unique description, so tickets can be matche
   showed twice.
 - **unanswered steps**: dialogue steps not answered within ``--patience`` (default 90 s, longer
   than the sender's 60-second lease that a killed process leaves on its chats), so the
-  resident repeated them. Before the update journal (bot/journal.py) an update fetched by
+  resident repeated them. Before the update journal (bot/telegram/journal.py) an update fetched by
   the killed process was lost (python-telegram-bot confirms a batch of updates to Telegram
   when it asks for the next one, before handling them); now the next start handles it.
 

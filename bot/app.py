@@ -13,14 +13,14 @@ from telegram import Update
 from telegram.ext import Application, ApplicationBuilder
 
 from bot.config import Config
-from bot.http import AiohttpRequest
-from bot.journal import UpdateJournal
-from bot import webhook
+from bot.telegram.http import AiohttpRequest
+from bot.telegram.journal import UpdateJournal
+from bot.telegram import webhook
 from bot.migrate import upgrade
 from bot.observability import Metrics
 from bot.sender import Sender
-from bot.telegram_channel import TelegramChannel
-from bot.updates import PerChatUpdateProcessor, TolerantUpdatesRequest
+from bot.telegram.channel import TelegramChannel
+from bot.telegram.updates import PerChatUpdateProcessor, TolerantUpdatesRequest
 from bot.faces import build_app
 from bot.web import WebServer, WhistleRef
 from handlers.telegram import register
@@ -102,7 +102,7 @@ class Whistle:
                    .base_file_url(tg.base_file_url)
                    .concurrent_updates(PerChatUpdateProcessor(
                        on_done=self.journal.handled if self.journal else None)))
-        # aiohttp, not PTB's httpx (bot/http.py); a local Bot API server (or the sandbox)
+        # aiohttp, not PTB's httpx (bot/telegram/http.py); a local Bot API server (or the sandbox)
         # over plain HTTP needs no TLS and so no CA bundle
         verify = not tg.base_url.startswith("http://")
         builder = (builder.request(AiohttpRequest(verify=verify))

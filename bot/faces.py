@@ -23,8 +23,8 @@ def _faces(config) -> list[RouteAdder]:
     dependencies load only when it is used."""
     faces: list[RouteAdder] = []
     # Faces register themselves below, one line each.
-    from bot import observability  # noqa: E401
-    from bot import webhook
+    from bot import observability
+    from bot.telegram import webhook
     faces.append(observability.add_routes)  # /healthz, /metrics
     if config.telegram.mode == "webhook":
         faces.append(webhook.routes(config))  # POST [telegram] webhook_path

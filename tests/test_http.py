@@ -1,4 +1,4 @@
-"""The Bot API client on aiohttp (bot/http.py): errors map to python-telegram-bot's, and
+"""The Bot API client on aiohttp (bot/telegram/http.py): errors map to python-telegram-bot's, and
 the sender can tell a request that never left from one that may have arrived."""
 import asyncio
 import socket
@@ -8,7 +8,7 @@ from aiohttp import web
 from telegram.error import NetworkError, TimedOut
 from telegram.request import RequestData
 
-from bot.http import AiohttpRequest, never_sent
+from bot.telegram.http import AiohttpRequest, never_sent
 
 
 def free_port() -> int:

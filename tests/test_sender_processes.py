@@ -14,9 +14,9 @@ from sqlalchemy import select, update
 from telegram import Bot
 
 from bot.config import SenderConfig
-from bot.http import AiohttpRequest
+from bot.telegram.http import AiohttpRequest
 from bot.sender import Sender
-from bot.telegram_channel import TelegramChannel
+from bot.telegram.channel import TelegramChannel
 from conftest import TOKEN
 from models.store.db import Database
 from models.media.store import MediaStore

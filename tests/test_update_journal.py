@@ -1,4 +1,4 @@
-"""Long polling's journal (bot/journal.py): an update python-telegram-bot had already
+"""Long polling's journal (bot/telegram/journal.py): an update python-telegram-bot had already
 confirmed to Telegram when the process was killed is handled at the next start, an
 update handled before the kill is not handled twice, a batch is in the journal while
 it is being handled and leaves it afterwards, and a batch the journal cannot take is
@@ -11,7 +11,7 @@ from sqlalchemy import func, insert, select
 from telegram import Update
 
 from bot.app import Whistle
-from bot.updates import PerChatUpdateProcessor
+from bot.telegram.updates import PerChatUpdateProcessor
 from conftest import TOKEN
 from models.store.tables import ReceivedUpdate
 

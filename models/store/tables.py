@@ -336,7 +336,7 @@ class ReceivedUpdate(Base):
     """A Telegram update fetched by long polling and not yet handled. Polling confirms a
     batch to Telegram when it asks for the next one, which may be before the batch was
     handled: each batch is written here first, so a process killed in between leaves
-    its updates for the next start instead of losing them (bot/journal.py)."""
+    its updates for the next start instead of losing them (bot/telegram/journal.py)."""
 
     __tablename__ = "received_update"
     bot_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)

@@ -18,10 +18,10 @@ from telegram import Update
 from telegram.error import NetworkError
 from telegram.ext import BaseUpdateProcessor
 
-from bot.http import DEFAULT_NONE, AiohttpRequest
+from .http import DEFAULT_NONE, AiohttpRequest
 
 if TYPE_CHECKING:
-    from bot.journal import UpdateJournal
+    from .journal import UpdateJournal
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class TolerantUpdatesRequest(AiohttpRequest):
     know) would fail every getUpdates and stop the bot for good. Such an update is kept
     as its bare ``update_id`` — no handler matches it, and the offset moves past it.
 
-    With a ``journal`` (bot/journal.py), each batch is written to the database before
+    With a ``journal`` (bot/telegram/journal.py), each batch is written to the database before
     python-telegram-bot sees it; if that fails, the batch is refused as a network error,
     so it is not confirmed to Telegram and comes again with the next poll."""
 

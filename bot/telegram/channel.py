@@ -13,7 +13,7 @@ from telegram import (
 )
 from telegram.error import BadRequest, ChatMigrated, Forbidden, NetworkError, RetryAfter, TimedOut
 
-from bot.http import never_sent
+from .http import never_sent
 from bot.sender import Permanent, Posted, Retry
 from models.store.db import Database
 from models.media.store import MediaStore
