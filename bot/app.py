@@ -18,7 +18,7 @@ from bot.telegram.journal import UpdateJournal
 from bot.telegram import webhook
 from bot.migrate import upgrade
 from bot.observability import Metrics
-from bot.sender import Sender
+from bot.delivery.sender import Sender
 from bot.telegram.channel import TelegramChannel
 from bot.telegram.updates import PerChatUpdateProcessor, TolerantUpdatesRequest
 from bot.faces import build_app

@@ -1,7 +1,7 @@
 """The send budget's arithmetic: when a message fits as counted messages age out."""
 import math
 
-from bot.budget import PREFIX, Ledger, Window, _period
+from bot.delivery.budget import PREFIX, Ledger, Window, _period
 
 SLOT = Window(3, 1.0).slot  # counts are kept per slot of a hundredth of the window
 

@@ -163,7 +163,7 @@ async def test_a_message_from_a_newer_version_is_left_to_it(whistle, api, caplog
         row.payload = {**row.payload, "sparkle": True}
         enqueue(session, Target("telegram", str(CENTRE_CHAT)), OutMessage(text="older"),
                 whistle.core.now())
-    with caplog.at_level("WARNING", logger="bot.sender"):
+    with caplog.at_level("WARNING", logger="bot.delivery.sender"):
         await whistle.db.run(fill)
         await all_settled(whistle, CENTRE_CHAT)
         for _ in range(3):  # later passes meet it again

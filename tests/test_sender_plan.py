@@ -1,7 +1,7 @@
-"""How one sender pass reads the queue (``bot.sender.Plan``): heads, runs, leases."""
+"""How one sender pass reads the queue (``bot.delivery.sender.Plan``): heads, runs, leases."""
 from datetime import datetime, timedelta, timezone
 
-from bot.sender import RUN, Plan
+from bot.delivery.sender import RUN, Plan
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
 DUE, LATER = NOW - timedelta(seconds=1), NOW + timedelta(minutes=5)

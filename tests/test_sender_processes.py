@@ -15,7 +15,7 @@ from telegram import Bot
 
 from bot.config import SenderConfig
 from bot.telegram.http import AiohttpRequest
-from bot.sender import Sender
+from bot.delivery.sender import Sender
 from bot.telegram.channel import TelegramChannel
 from conftest import TOKEN
 from models.store.db import Database

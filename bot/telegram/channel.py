@@ -14,7 +14,7 @@ from telegram import (
 from telegram.error import BadRequest, ChatMigrated, Forbidden, NetworkError, RetryAfter, TimedOut
 
 from .http import never_sent
-from bot.sender import Permanent, Posted, Retry
+from bot.delivery.sender import Permanent, Posted, Retry
 from models.store.db import Database
 from models.media.store import MediaStore
 from models.messages.outbox import OutMessage, utf16_len

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 
-from bot.sender import Permanent, Retry
+from bot.delivery.sender import Permanent, Retry
 from models.store.db import Database
 from models.messages.i18n import I18n
 from models.media.store import MediaStore

@@ -7,7 +7,7 @@ import asyncio
 
 import aiohttp
 
-from bot.sender import Permanent, Retry
+from bot.delivery.sender import Permanent, Retry
 from models.messages.outbox import OutMessage
 from models.store.tables import Outbox
 

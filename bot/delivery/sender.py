@@ -5,7 +5,7 @@ of processes sharing one database.
   each chat (``lease_owner``/``lease_until``) while it holds the budget lock, so two
   processes cannot both take them; the chat's next rows wait until those are settled.
 - **Shared budgets.** The same transaction reserves the message in the bot's and the
-  chat's sliding windows in ``rate_counter`` (``bot/budget.py``), so all processes
+  chat's sliding windows in ``rate_counter`` (``bot/delivery/budget.py``), so all processes
   together stay within Telegram's limits. No transaction is open during an HTTP call.
 - **Honest outcomes.** Sent; retried with backoff (network errors, 5xx, 429 after
   ``retry_after``); failed after ``max_attempts`` or a permanent refusal (the admins are
@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy import bindparam, select, update
 
-from bot.budget import Ledger, Window, lock_and_now, prune as prune_budgets, record
+from .budget import Ledger, Window, lock_and_now, prune as prune_budgets, record
 from bot.config import SenderConfig
 from models.org import failures, limits
 from models.store.db import Database, among, upsert_insert
