@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--scope", help="unit code (default: the district)")
     report.add_argument("--out", type=Path, default=Path("."), help="folder to write into")
     report.add_argument("--lang", choices=["zh_Hans", "en"], help="language of the texts")
-    from dashboard.cli import add_parser as add_user_parser, run as user_cli
+    from bot.cli.users import add_parser as add_user_parser, run as user_cli
     add_user_parser(sub)  # user add|list|disable: dashboard logins
     args = parser.parse_args(argv)
     try:
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"imported {config.org_file}")
         return 0
     if args.command == "report":
-        from reports.cli import run as report
+        from bot.cli.report import run as report
         return asyncio.run(report(config, args.month, args.scope, args.out, args.lang))
     if args.sandbox or not config.telegram.token:
         if not config.telegram.token:

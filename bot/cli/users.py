@@ -6,7 +6,7 @@ import argparse
 import getpass
 import sys
 
-from . import auth
+from dashboard import auth
 
 
 def add_parser(sub) -> None:

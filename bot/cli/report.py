@@ -14,7 +14,7 @@ async def run(config: Config, month: str | None, scope: str | None, out: Path,
     from models.org import tree as org
     from models.deadlines import periods
 
-    from . import bundle
+    from reports import bundle
 
     whistle = Whistle(config)
     try:
