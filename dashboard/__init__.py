@@ -1,6 +1,5 @@
-"""The command-centre dashboard (一目了然): staff log in to see the tickets of their scope
-as a list, one by one with the whole timeline, on a district map and as live figures,
-and act on them through the same core functions as the chat. See docs/dashboard.md."""
+"""The command-centre dashboard (一目了然): staff log in to see the tickets of their scope as a list, one by one with the whole timeline, on a district map and as live figures, and act on them through the same core functions as the chat. See docs/dashboard.md.
+May import: aiohttp, Jinja2, argon2 and the core; nothing of bot (the wiring hands face() its service getter)."""
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -1,5 +1,2 @@
-"""Whistle's core: tables, ticket rules, routing and the intake dialogue.
-
-Nothing in this package imports Telegram or WeCom types: channel adapters in
-``handlers/`` translate their updates into the neutral inputs defined here.
-"""
+"""Whistle's core: the rules of tickets, deadlines, routing and the intake dialogue, free of any channel or web type.
+May import: its own packages (store → messages → org → deadlines → tickets → intake, residents, figures), SQLAlchemy, Pillow, Babel; never telegram, aiohttp, bot, handlers, dashboard, reports."""

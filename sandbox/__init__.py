@@ -1,5 +1,2 @@
-"""Local stand-ins for the outside world, so Whistle can run without Telegram.
-
-``sandbox.botapi.FakeBotApi`` is a fake Telegram Bot API server used by the test
-suite and by the browser sandbox page.
-"""
+"""Local stand-ins for the outside world, so Whistle runs without Telegram: a fake Bot API server (botapi, used by the tests too) and the sandbox page (server) that runs the real bot against it.
+May import: bot (the sandbox runs the whole service) and everything below it."""

@@ -1,7 +1,5 @@
-"""Open311 GeoReport v2 on the bot's web server (docs/open311.md).
-
-``face(config)`` is what ``bot.faces`` registers: the routes under
-``[open311] path`` (default ``/open311/v2``)."""
+"""Open311 GeoReport v2 on the bot's web server (docs/open311.md); face(config) is what bot.faces registers: the routes under [open311] path (default /open311/v2).
+May import: bot.web, aiohttp and the core (models.tickets.external for new reports)."""
 from __future__ import annotations
 
 from aiohttp import web

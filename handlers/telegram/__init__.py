@@ -1,4 +1,5 @@
-"""Telegram adapter: python-telegram-bot handlers that translate and delegate."""
+"""Telegram adapter: python-telegram-bot handlers that translate an update and delegate to the service.
+May import: python-telegram-bot and the core; nothing of bot."""
 import logging
 
 from telegram.ext import Application, CallbackQueryHandler, ContextTypes, MessageHandler, filters
