@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--scope", help="unit code (default: the district)")
     report.add_argument("--out", type=Path, default=Path("."), help="folder to write into")
     report.add_argument("--lang", choices=["zh_Hans", "en"], help="language of the texts")
-    from bot.cli.users import add_parser as add_user_parser, run as user_cli
+    from bot.cli.users import add_parser as add_user_parser
+    from bot.cli.users import run as user_cli
     add_user_parser(sub)  # user add|list|disable: dashboard logins
     args = parser.parse_args(argv)
     try:

@@ -4,8 +4,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from dataclasses import replace
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 
 from sqlalchemy import delete, select
@@ -13,31 +13,32 @@ from telegram import Update
 from telegram.ext import Application, ApplicationBuilder
 
 from bot.config import Config
-from bot.telegram.http import AiohttpRequest
-from bot.telegram.journal import UpdateJournal
-from bot.telegram import webhook
+from bot.delivery.sender import Sender
+from bot.faces import build_app
 from bot.migrate import upgrade
 from bot.observability import Metrics
-from bot.delivery.sender import Sender
+from bot.telegram import webhook
 from bot.telegram.channel import TelegramChannel
+from bot.telegram.http import AiohttpRequest
+from bot.telegram.journal import UpdateJournal
 from bot.telegram.updates import PerChatUpdateProcessor, TolerantUpdatesRequest
-from bot.faces import build_app
 from bot.web import WebServer, WhistleRef
 from handlers.telegram import register
-from reports import bundle as report_outputs
 from models import inbound
-from models.figures.commands import HEAVY_COMMANDS
-from models.deadlines.calendar import quiet_hours, working_calendar
 from models.context import Core, utcnow
-from models.store.db import Database
-from models.messages.i18n import I18n, normalise
+from models.deadlines.calendar import quiet_hours, working_calendar
+from models.figures.commands import HEAVY_COMMANDS
 from models.inputs import Input, PhotoIn, Reply
+from models.media.photos import PhotoError
+from models.media.photos import clean as clean_photo
 from models.media.store import MediaStore
-from models.media.photos import PhotoError, clean as clean_photo
-from models.org.tree import import_org
+from models.messages.i18n import I18n, normalise
 from models.org.file import load_org_file
 from models.org.routing import Router
+from models.org.tree import import_org
+from models.store.db import Database
 from models.store.tables import JobRun, Unit
+from reports import bundle as report_outputs
 from scheduler.jobs import claim_run
 from scheduler.runner import Scheduler
 

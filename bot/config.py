@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import os
 import tomllib
+from datetime import date, time
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-from datetime import date, time
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 

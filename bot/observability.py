@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import structlog
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import case, func, select, text
@@ -31,8 +37,8 @@ from models.store.tables import Outbox, Ticket
 if TYPE_CHECKING:
     from bot.app import Whistle
     from bot.config import LoggingConfig
-    from models.store.db import Database
     from models.inputs import Reply
+    from models.store.db import Database
 
 log = logging.getLogger(__name__)
 

@@ -10,13 +10,14 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models.org import tree as org
-from models.tickets import actions as tickets, whistle
-from models.tickets.cards import CLOSE_LABELS, ORDER_LABELS
 from models.context import Core
-from models.messages.i18n import N_
 from models.lifecycle import OPEN, Action, State, TransitionError, sources
+from models.messages.i18n import N_
+from models.org import tree as org
 from models.store.tables import Person, Ticket, Unit
+from models.tickets import actions as tickets
+from models.tickets import whistle
+from models.tickets.cards import CLOSE_LABELS, ORDER_LABELS
 
 from .auth import Viewer
 from .queries import ticket_in_scope

@@ -11,9 +11,19 @@ from sqlalchemy import ColumnElement, and_, case, exists, false, func, or_, sele
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.figures import rates
-from models.org import scope
 from models.lifecycle import OPEN, State
-from models.store.tables import (Assignment, DepartmentRating, Media, Person, Ticket, TicketEvent, Timer, Unit, Vote)
+from models.org import scope
+from models.store.tables import (
+    Assignment,
+    DepartmentRating,
+    Media,
+    Person,
+    Ticket,
+    TicketEvent,
+    Timer,
+    Unit,
+    Vote,
+)
 
 from .auth import Viewer
 

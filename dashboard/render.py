@@ -11,12 +11,13 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from models.tickets import cards
-from models.figures import rates
-from models.org import names, tree as org
 from models.deadlines.board import KIND_WORDS
-from models.messages.i18n import LOCALES, N_, Translator, normalise
+from models.figures import rates
 from models.lifecycle import STATE_LABELS, State
+from models.messages.i18n import LOCALES, N_, Translator, normalise
+from models.org import names
+from models.org import tree as org
+from models.tickets import cards
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"

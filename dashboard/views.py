@@ -12,10 +12,11 @@ from urllib.parse import quote, urlencode
 import aiohttp_jinja2
 from aiohttp import web
 
-from models.tickets import cards, votes as votes_module
-from models.messages.i18n import LOCALES, N_
 from models.lifecycle import State
+from models.messages.i18n import LOCALES, N_
 from models.org.people import first_name
+from models.tickets import cards
+from models.tickets import votes as votes_module
 
 from . import actions, auth, queries, svgmap
 from .render import ENV, LANG_COOKIE, Helpers, pick_locale

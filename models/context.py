@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from models.deadlines.calendar import QuietHours, WorkCalendar
-    from models.messages.i18n import I18n
-    from models.media.store import MediaStore
     from models.figures.commands import ReportOutputs
+    from models.media.store import MediaStore
+    from models.messages.i18n import I18n
     from models.org.routing import Router
 
 

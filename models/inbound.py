@@ -8,23 +8,26 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models.residents import bans, privacy
-from models.tickets import desk, follow, actions as tickets, votes, whistle
 from models.figures import commands as report_commands
-from models.org import limits, tree as org, people
-from models.org.people import is_admin
-from models.tickets.cards import REPORT_BUTTON, main_keyboard, timeline_text
-from models.org.names import category_name, unit_name
-from .context import Core
 from models.intake.dialogue import DIALOGUE_ACTIONS, load, open_intake
-from models.media.photos import PhotoError, store_photo
 from models.intake.scrub import scrub
+from models.media.photos import PhotoError, store_photo
 from models.messages.i18n import LOCALES, Translator
+from models.messages.outbox import Button, OutMessage, enqueue
+from models.org import limits, people
+from models.org import tree as org
+from models.org.names import category_name, unit_name
+from models.org.people import is_admin
+from models.residents import bans, privacy
 from models.store.inbox import first_delivery
+from models.store.tables import ChatBinding, Person, Ticket, Unit
+from models.tickets import actions as tickets
+from models.tickets import desk, follow, votes, whistle
+from models.tickets.cards import REPORT_BUTTON, main_keyboard, timeline_text
+
+from .context import Core
 from .inputs import Input, Reply, parse_id
 from .lifecycle import OPEN, STATE_LABELS, State, TransitionError
-from models.messages.outbox import Button, OutMessage, enqueue
-from models.store.tables import ChatBinding, Person, Ticket, Unit
 
 MY_BUTTON = "📋 My reports"
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models.org.names import category_name
 from models.context import Core
-from models.messages.outbox import OutMessage, Target, enqueue
 from models.deadlines.periods import Period
 from models.figures.stats import Report, build
+from models.messages.outbox import OutMessage, Target, enqueue
+from models.org.names import category_name
 from models.store.tables import Unit
 
 from . import charts, summary, workbook

@@ -11,8 +11,8 @@ from matplotlib import font_manager
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from models.messages.i18n import Translator
 from models.figures.stats import LEVELS, Figures, Report
+from models.messages.i18n import Translator
 
 from .summary import LEVEL_WORDS
 

@@ -1,11 +1,11 @@
 """The report as chat text, in the reader's language (zh_Hans or en)."""
 from __future__ import annotations
 
-from models.org.names import category_name
 from models.context import Core
-from models.messages.i18n import N_, Translator
 from models.figures.rates import percent
 from models.figures.stats import Durations, Figures, Report
+from models.messages.i18n import N_, Translator
+from models.org.names import category_name
 
 LEVEL_WORDS = {"grid": N_("grid"), "community": N_("community"), "street": N_("street"),
                "department": N_("department")}

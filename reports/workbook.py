@@ -11,8 +11,8 @@ from openpyxl.styles import Font
 from openpyxl.utils import get_column_letter
 
 from models.context import Core
-from models.messages.i18n import N_, Translator
 from models.figures.stats import LEVELS, DepartmentScore, Figures, Report, WorkerScore
+from models.messages.i18n import N_, Translator
 
 from .summary import LEVEL_WORDS
 

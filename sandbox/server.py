@@ -211,7 +211,6 @@ class Sandbox:
 
     async def start(self) -> None:
         from bot.app import Whistle  # imported late: the CLI imports this module cheaply
-
         from bot.faces import build_app
         from bot.web import WhistleRef
 

@@ -8,17 +8,17 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models.logs import log_context
 from models.context import Core
-from models.store.db import Database, upsert_insert
-from models.figures.digest import send_digests
-from models.store import inbox
-from models.org import tree as org
 from models.deadlines import periods
-from models.residents.privacy import expired_photos
-from models.tickets.sweep import SweepResult, sweep
+from models.figures.digest import send_digests
+from models.logs import log_context
 from models.messages.outbox import Target
+from models.org import tree as org
+from models.residents.privacy import expired_photos
+from models.store import inbox
+from models.store.db import Database, upsert_insert
 from models.store.tables import JobRun
+from models.tickets.sweep import SweepResult, sweep
 
 log = logging.getLogger(__name__)
 

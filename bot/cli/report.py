@@ -11,9 +11,8 @@ from bot.config import Config
 async def run(config: Config, month: str | None, scope: str | None, out: Path,
               locale: str | None = None) -> int:
     from bot.app import Whistle
-    from models.org import tree as org
     from models.deadlines import periods
-
+    from models.org import tree as org
     from reports import bundle
 
     whistle = Whistle(config)

@@ -36,13 +36,15 @@ from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy import bindparam, select, update
 
-from .budget import Ledger, Window, lock_and_now, prune as prune_budgets, record
 from bot.config import SenderConfig
-from models.org import failures, limits
-from models.store.db import Database, among, upsert_insert
 from models.messages.outbox import NewerPayload, OutMessage
+from models.org import failures, limits
 from models.residents.privacy import FORGOTTEN, forgotten_chats, looks_forgotten
+from models.store.db import Database, among, upsert_insert
 from models.store.tables import MessageRef, Outbox
+
+from .budget import Ledger, Window, lock_and_now, record
+from .budget import prune as prune_budgets
 
 if TYPE_CHECKING:
     from models.context import Core

@@ -14,10 +14,10 @@ from decimal import Decimal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models.org import tree as org
 from models.deadlines.calendar import Span
-from models.tickets.cards import CLASS_LABELS, ORDER_LABELS
 from models.messages.i18n import Translator
+from models.org import tree as org
+from models.tickets.cards import CLASS_LABELS, ORDER_LABELS
 
 from .wire import Open311Error
 

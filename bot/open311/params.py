@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
-from models.tickets.external import ExternalReport
 from models.messages.i18n import Translator, normalise
+from models.tickets.external import ExternalReport
 
 from .catalog import GRID_ATTRIBUTE
 from .records import STATUSES, Query

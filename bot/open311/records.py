@@ -14,12 +14,12 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models.tickets.cards import CLOSE_LABELS, ORDER_LABELS
 from models.context import Core
-from models.messages.i18n import Translator
 from models.lifecycle import FINAL, OPEN, STATE_LABELS, State
+from models.messages.i18n import Translator
 from models.org.tree import display_name
 from models.store.tables import Ticket, Unit
+from models.tickets.cards import CLOSE_LABELS, ORDER_LABELS
 
 from .catalog import service_name
 

@@ -9,9 +9,9 @@ from dataclasses import replace
 from aiohttp import web
 
 from bot.web import whistle_of
-from models.tickets import external
 from models.org import tree as org
 from models.store.tables import Unit
+from models.tickets import external
 
 from . import catalog, keys, params, records
 from .wire import FORMATS, Open311Error, error_response, respond

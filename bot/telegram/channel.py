@@ -8,17 +8,24 @@ from datetime import datetime
 
 from sqlalchemy import select, update
 from telegram import (
-    Bot, ForceReply, InlineKeyboardButton, InlineKeyboardMarkup, InputMediaPhoto, KeyboardButton,
-    ReplyKeyboardMarkup, ReplyKeyboardRemove,
+    Bot,
+    ForceReply,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    InputMediaPhoto,
+    KeyboardButton,
+    ReplyKeyboardMarkup,
+    ReplyKeyboardRemove,
 )
 from telegram.error import BadRequest, ChatMigrated, Forbidden, NetworkError, RetryAfter, TimedOut
 
-from .http import never_sent
 from bot.delivery.sender import Permanent, Posted, Retry
-from models.store.db import Database
 from models.media.store import MediaStore
 from models.messages.outbox import OutMessage, utf16_len
+from models.store.db import Database
 from models.store.tables import ChatBinding, Identity, Media, MessageRef, Outbox
+
+from .http import never_sent
 
 log = logging.getLogger(__name__)
 NOT_MODIFIED = "message is not modified"

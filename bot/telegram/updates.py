@@ -11,7 +11,6 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
-
 from typing import TYPE_CHECKING
 
 from telegram import Update

@@ -26,13 +26,12 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 
 from bot.delivery.sender import Permanent, Retry
-from models.store.db import Database
-from models.messages.i18n import I18n
-from models.media.store import MediaStore
-from models.messages.outbox import Button, OutMessage
-from models.store.tables import Identity, Media, MessageRef, Outbox, Role, Unit, WecomCard
-
 from handlers.wecom.cards import CHANNEL, KEYBOARD_PREFIX, MORE_PREFIX, UNIT_PREFIX, locale_of
+from models.media.store import MediaStore
+from models.messages.i18n import I18n
+from models.messages.outbox import Button, OutMessage
+from models.store.db import Database
+from models.store.tables import Identity, Media, MessageRef, Outbox, Role, Unit, WecomCard
 
 from .api import RATE_ERRORS, WecomApi, WecomError
 

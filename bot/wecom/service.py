@@ -11,12 +11,11 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, select
 
-from models.tickets.cards import REPORT_BUTTON
+from handlers.wecom.cards import CHANNEL, UNIT_PREFIX
 from models.store.tables import ChatBinding, Identity, Role, Unit
+from models.tickets.cards import REPORT_BUTTON
 
 from .api import WecomApi
-from handlers.wecom.cards import CHANNEL, UNIT_PREFIX
-
 from .channel import WecomChannel
 from .crypto import MsgCrypt
 from .robot import RobotChannel

@@ -4,9 +4,8 @@ import logging
 
 from telegram.ext import Application, CallbackQueryHandler, ContextTypes, MessageHandler, filters
 
-from .logs import bound_to_update
-
 from .callbacks import on_callback
+from .logs import bound_to_update
 from .messages import on_message
 
 log = logging.getLogger(__name__)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from .cards import CHANNEL, MORE_PREFIX, locale_of, more_buttons, record_response_code
-from models.store.inbox import first_delivery
 from models.messages.outbox import OutMessage, Target, enqueue
+from models.store.inbox import first_delivery
 
+from .cards import CHANNEL, MORE_PREFIX, locale_of, more_buttons, record_response_code
 from .translate import dedupe_key, message_input
 
 if TYPE_CHECKING:

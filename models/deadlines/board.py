@@ -7,12 +7,12 @@ from __future__ import annotations
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from models.context import Core
+from models.lifecycle import OPEN
+from models.messages.i18n import N_, Translator
+from models.messages.outbox import OutMessage, Target, enqueue, utf16_len
 from models.org import tree as org
 from models.org.names import category_name
-from models.context import Core
-from models.messages.i18n import N_, Translator
-from models.lifecycle import OPEN
-from models.messages.outbox import OutMessage, Target, enqueue, utf16_len
 from models.store.tables import MessageRef, Person, Ticket, Timer, Unit
 
 LIMIT = 4096

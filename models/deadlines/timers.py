@@ -12,11 +12,12 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from .calendar import Span
-from . import board
 from models.context import Core
 from models.lifecycle import Action
 from models.store.tables import Ticket, Timer
+
+from . import board
+from .calendar import Span
 
 WORK_KINDS = ("claim", "onsite", "resolve", "progress", "duty")
 TYPED_KINDS = ("claim", "onsite", "resolve", "progress")  # set by the order type

@@ -7,14 +7,15 @@ from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models.org import tree as org
-from models.deadlines import periods
 from models.context import Core
+from models.deadlines import periods
 from models.inputs import Input
-from models.messages.outbox import OutMessage, Target, enqueue
 from models.messages.i18n import Translator
-from .stats import Figures, Report, build, stats_for
+from models.messages.outbox import OutMessage, Target, enqueue
+from models.org import tree as org
 from models.store.tables import Unit
+
+from .stats import Figures, Report, build, stats_for
 
 
 class ReportOutputs(Protocol):

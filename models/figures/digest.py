@@ -9,15 +9,16 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models.org import tree as org
-from models.deadlines.board import paginate
 from models.context import Core
+from models.deadlines.board import paginate
+from models.deadlines.periods import month_of
 from models.lifecycle import OPEN
 from models.messages.outbox import OutMessage, Target, enqueue
-from models.deadlines.periods import month_of
-from .rates import percent, three_rates
+from models.org import tree as org
 from models.org.scope import ticket_filter
 from models.store.tables import ChatBinding, Person, Ticket, TicketEvent, Timer, Unit, Vote
+
+from .rates import percent, three_rates
 
 EVENT_KINDS = ("created", "claimed", "resolved", "reopened", "escalated", "whistled")
 

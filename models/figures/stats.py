@@ -15,14 +15,25 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models.org import tree as org
 from models.context import Core
+from models.deadlines.periods import Period
 from models.deadlines.timers import WORK_KINDS
 from models.lifecycle import OPEN
-from models.deadlines.periods import Period
-from .rates import Rates, composite, not_duplicate, three_rates
+from models.org import tree as org
 from models.org.scope import ticket_filter
-from models.store.tables import (Assignment, DepartmentRating, Person, Role, Ticket, TicketEvent, Timer, Unit, Vote)
+from models.store.tables import (
+    Assignment,
+    DepartmentRating,
+    Person,
+    Role,
+    Ticket,
+    TicketEvent,
+    Timer,
+    Unit,
+    Vote,
+)
+
+from .rates import Rates, composite, not_duplicate, three_rates
 
 UNIT_KINDS = ("district", "street", "community", "grid", "department")
 LEVELS = ("grid", "community", "street", "department")

@@ -9,20 +9,21 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import nearby
-from models.tickets import actions as tickets
-from models.org import tree as org
-from models.media.photos import PhotoError, store_photo
-from models.tickets.cards import main_keyboard
-from models.org.names import category_name, unit_name
-from models.store.db import among
 from models.context import Core
-from models.messages.i18n import Translator
 from models.inputs import Input, Reply, parse_id
-from models.messages.outbox import Button, KeyButton, OutMessage, Target, enqueue
-from models.org.people import load_dialogue
 from models.lifecycle import STATE_LABELS, State
+from models.media.photos import PhotoError, store_photo
+from models.messages.i18n import Translator
+from models.messages.outbox import Button, KeyButton, OutMessage, Target, enqueue
+from models.org import tree as org
+from models.org.names import category_name, unit_name
+from models.org.people import load_dialogue
+from models.store.db import among
 from models.store.tables import Dialogue, Media, Person, Ticket, Unit
+from models.tickets import actions as tickets
+from models.tickets.cards import main_keyboard
+
+from . import nearby
 
 STEPS = ("category", "description", "photos", "location", "nearby", "contact", "confirm")
 EDITABLE = ("category", "description", "photos", "location", "contact")

@@ -7,11 +7,12 @@ from datetime import timedelta
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import tree as org
 from models.context import Core
-from .limits import PREFIX, bump
 from models.messages.outbox import OutMessage, Target, enqueue
 from models.store.tables import ChatBinding, Outbox, Unit
+
+from . import tree as org
+from .limits import PREFIX, bump
 
 
 async def alert_targets(session: AsyncSession, core: Core) -> list[Target]:

@@ -67,7 +67,13 @@ from types import MappingProxyType
 from typing import Annotated, Any, Literal, NamedTuple, get_args
 
 from pydantic import (
-    BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, model_validator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
 )
 from pydantic_core import ErrorDetails
 from shapely.errors import ShapelyError

@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     from models.messages.i18n import Translator
 from models.store.tables import Dialogue, Identity, Person, Role
 
-
 # the identity, its person and their dialogue on that channel in one round trip
 _RESOLVE = (select(Identity, Person, Dialogue)
             .join(Person, Person.id == Identity.person_id)

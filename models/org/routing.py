@@ -25,8 +25,9 @@ from shapely import STRtree
 from shapely.geometry import Point, shape
 from shapely.geometry.base import BaseGeometry
 
-from .file import OrgSpec
 from models.store.tables import Unit
+
+from .file import OrgSpec
 
 # Areas equal to this many decimals of a square degree (about 0.01 m²) are a tie:
 # the same-sized block drawn at another place must not win by rounding noise.

@@ -9,9 +9,8 @@ staff added by commands), and chat bindings for chats the file does not mention.
 """
 from __future__ import annotations
 
-from collections.abc import Collection
-
 import json
+from collections.abc import Collection
 from dataclasses import astuple, dataclass, fields
 from datetime import datetime
 from itertools import groupby
@@ -21,8 +20,9 @@ from shapely.geometry import mapping
 from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from .file import ROLES, OrgSpec, PersonSpec, UnitEntry
 from models.store.tables import ChatBinding, Identity, Person, Role, Unit
+
+from .file import ROLES, OrgSpec, PersonSpec, UnitEntry
 
 
 @dataclass

@@ -8,11 +8,12 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models.org import limits, tree as org
 from models.context import Core
-from models.messages.i18n import Translator
 from models.inputs import Input
+from models.messages.i18n import Translator
 from models.messages.outbox import OutMessage, enqueue
+from models.org import limits
+from models.org import tree as org
 from models.org.people import is_admin
 from models.store.tables import Person, Role, Ticket
 from models.tickets.actions import audit

@@ -19,8 +19,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.context import Core
 from models.lifecycle import FINAL
-from models.store.tables import (Dialogue, Follower, Identity, Media, MessageRef, Outbox, Person, Ticket)
-
+from models.store.tables import (
+    Dialogue,
+    Follower,
+    Identity,
+    Media,
+    MessageRef,
+    Outbox,
+    Person,
+    Ticket,
+)
 
 FORGOTTEN = "dropped: the resident erased their data (/forget)"
 PSEUDONYM = "forgotten-"  # a forgotten identity's external id, and its chat's in every row

@@ -9,17 +9,29 @@ import structlog
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import cards, follow
-from models.deadlines import timers as deadlines
-from models.org import tree as org
-from .cards import card_message, notify_reporter
 from models.context import Core
-from models.store.db import among, upsert_insert
+from models.deadlines import timers as deadlines
+from models.lifecycle import (
+    FINAL,
+    LEVELS,
+    OPEN,
+    STATE_LABELS,
+    WORKING,
+    Action,
+    State,
+    TransitionError,
+    check,
+    sources,
+)
 from models.messages.i18n import N_
-from models.lifecycle import (FINAL, LEVELS, OPEN, STATE_LABELS, WORKING, Action, State, TransitionError, check, sources)
 from models.messages.outbox import OutMessage, Target, enqueue
+from models.org import tree as org
 from models.org.people import load_dialogue, tell
+from models.store.db import among, upsert_insert
 from models.store.tables import Media, MessageRef, Person, Ticket, TicketCounter, TicketEvent, Unit
+
+from . import cards, follow
+from .cards import card_message, notify_reporter
 
 
 class Denied(Exception):

@@ -5,15 +5,16 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import follow
-from models.org import tree as org
 from models.context import Core
-from models.messages.i18n import N_, Translator
 from models.lifecycle import STATE_LABELS, TRANSITIONS, WAITING, WORKING, Action, State
+from models.messages.i18n import N_, Translator
 from models.messages.outbox import Button, KeyButton, OutMessage
+from models.org import tree as org
 from models.org.names import category_name, unit_name
 from models.org.people import first_name, tell
 from models.store.tables import Assignment, Person, Ticket, TicketEvent, Unit
+
+from . import follow
 
 ROLE_LABELS = {
     "grid_chief": N_("grid chief"),

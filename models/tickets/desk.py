@@ -8,17 +8,19 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models.org import tree as org
-from . import resolution, actions as tickets
 from models.context import Core
-from .cards import CLOSE_LABELS, ORDER_LABELS
-from models.media.photos import PhotoError, store_photo
-from models.messages.i18n import N_, Translator
 from models.inputs import Input, Reply, parse_id
 from models.lifecycle import FINAL, STATE_LABELS, Action, State, TransitionError, sources
+from models.media.photos import PhotoError, store_photo
+from models.messages.i18n import N_, Translator
 from models.messages.outbox import Button, OutMessage, Target, enqueue
+from models.org import tree as org
 from models.org.people import load_dialogue, tell
 from models.store.tables import Person, Ticket, Unit
+
+from . import actions as tickets
+from . import resolution
+from .cards import CLOSE_LABELS, ORDER_LABELS
 
 NOTE_ACTIONS = {"progress": Action.PROGRESS, "resolve": Action.RESOLVE,
                 "return": Action.RETURN, "escalate": Action.ESCALATE, "ask": Action.PROGRESS,

@@ -18,9 +18,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import actions as tickets
 from models.context import Core
 from models.store.tables import Person, Ticket
+
+from . import actions as tickets
 
 
 @dataclass(frozen=True)

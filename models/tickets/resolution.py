@@ -6,13 +6,14 @@ from __future__ import annotations
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models.deadlines import timers as deadlines
-from . import votes, whistle
-from .cards import notify_reporter
 from models.context import Core
+from models.deadlines import timers as deadlines
 from models.lifecycle import Action
 from models.store.tables import Media, Person, Ticket
+
+from . import votes, whistle
 from .actions import audit, refresh_cards, transition
+from .cards import notify_reporter
 
 
 async def resolve(session: AsyncSession, core: Core, actor: Person, ticket: Ticket, note: str,

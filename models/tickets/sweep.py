@@ -12,17 +12,19 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from models.context import Core
 from models.deadlines import board
-from . import actions as tickets, votes
+from models.deadlines.timers import finish
+from models.lifecycle import TransitionError
+from models.messages.i18n import N_
+from models.messages.outbox import OutMessage, Target, enqueue
 from models.org import tree as org
 from models.org.names import category_name
-from models.context import Core
-from models.deadlines.timers import finish
-from models.messages.i18n import N_
-from models.lifecycle import TransitionError
-from models.messages.outbox import OutMessage, Target, enqueue
 from models.org.people import tell
 from models.store.tables import Ticket, Timer, Unit
+
+from . import actions as tickets
+from . import votes
 
 BATCH = 500
 REMINDERS = {

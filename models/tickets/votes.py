@@ -10,15 +10,17 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import follow, actions as tickets
 from models.context import Core
 from models.deadlines.timers import finish
-from models.messages.i18n import N_, Translator
 from models.inputs import Input, Reply, parse_id
 from models.lifecycle import State, TransitionError
+from models.messages.i18n import N_, Translator
 from models.messages.outbox import Button, OutMessage, enqueue
 from models.org.people import load_dialogue, tell
 from models.store.tables import Person, Ticket, Timer, Vote
+
+from . import actions as tickets
+from . import follow
 
 VOTE_ACTIONS = {"vs", "vq"}
 SATISFACTION = {"s": "satisfied", "b": "basic", "u": "unsatisfied"}

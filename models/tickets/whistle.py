@@ -8,16 +8,17 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models.deadlines import timers as deadlines
-from . import actions as tickets
-from models.org import tree as org
 from models.context import Core
-from models.messages.i18n import Translator
+from models.deadlines import timers as deadlines
 from models.inputs import Input, Reply, parse_id
 from models.lifecycle import Action, TransitionError, sources
+from models.messages.i18n import Translator
 from models.messages.outbox import Button, OutMessage, Target, enqueue
+from models.org import tree as org
 from models.org.people import load_dialogue
 from models.store.tables import Assignment, DepartmentRating, Person, Ticket, Unit
+
+from . import actions as tickets
 
 WHISTLE_ACTIONS = {"whistle", "wl", "wc", "ws", "duty", "rate"}
 
