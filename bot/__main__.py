@@ -24,7 +24,8 @@ README.md ("Running it on Telegram") explains the rest: group privacy, adding th
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bot", description="Whistle service")
-    parser.add_argument("--config", default="config.toml", help="config file (TOML)")
+    parser.add_argument("--config", default="config.toml",
+                        help="config file (TOML); before or after the command")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the bot (long polling); without a token, the local sandbox")
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     from bot.cli.users import add_parser as add_user_parser
     from bot.cli.users import run as user_cli
     add_user_parser(sub)  # user add|list|disable: dashboard logins
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     try:
         config = load_config(Path(args.config))
     except ConfigError as exc:
@@ -85,6 +86,22 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return asyncio.run(_run_sandbox(config, args.host, args.port))
     return asyncio.run(_run(config))
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``--config`` and ``-v`` are taken before the command (``--config FILE run``) and
+    after it (``run --config FILE``), at any depth (``db upgrade --config FILE``)."""
+    args, extra = parser.parse_known_args(argv)
+    late = argparse.ArgumentParser(prog=parser.prog, add_help=False)
+    late.add_argument("--config")
+    late.add_argument("-v", "--verbose", action="store_true")
+    options, unknown = late.parse_known_args(extra)
+    if unknown:
+        parser.error("unrecognized arguments: " + " ".join(unknown))
+    if options.config is not None:
+        args.config = options.config
+    args.verbose = args.verbose or options.verbose
+    return args
 
 
 async def _prepare(whistle) -> None:

@@ -161,6 +161,21 @@ def test_check_config_with_a_good_file_exits_0():
     assert done.returncode == 0 and "is valid" in done.stdout, done
 
 
+def test_the_config_option_may_follow_the_command(tmp_path):
+    """`python -m bot run --config FILE` as well as `python -m bot --config FILE run`, at any
+    depth; the file named is the one read (a bad one is reported by name)."""
+    bad = write(tmp_path, "[telegram]\npoll_timeout = 'x'\n" + CATEGORY)
+    for args in (["run", "--config", str(bad), "--port", "0"], ["check-config", "--config", str(bad)],
+                 ["db", "upgrade", f"--config={bad}"], ["-v", "report", "--config", str(bad)]):
+        done = run_cli(*args)
+        assert done.returncode == 2, (args, done)
+        assert "unrecognized" not in done.stderr and str(bad) in done.stderr, (args, done.stderr)
+    done = run_cli("check-config", "--config", "config.example.toml")
+    assert done.returncode == 0 and "config.example.toml is valid" in done.stdout, done
+    done = run_cli("run", "--no-such-option")
+    assert done.returncode == 2 and "unrecognized arguments: --no-such-option" in done.stderr
+
+
 def test_run_without_a_token_explains_botfather_then_serves_the_sandbox(tmp_path):
     """No token: the BotFather steps are printed, then (since the sandbox arrived) `run` serves
     the local sandbox instead of exiting 3; SIGTERM stops it cleanly."""
