@@ -99,7 +99,12 @@ async def file_report(api, whistle, resident, *, point=G01, category: str = "gar
     else:
         api.user_sends_text(me, me, "12 Nowhere Lane, next to the lake")
     msg = await api.wait_message(me, after=after, predicate=lambda m: "contact you" in body(m)
-                                 or "mn" in buttons(m))
+                                 or "mn" in buttons(m) or "lo" in buttons(m))
+    if "lo" in buttons(msg):  # a point in no grid: send it to the dispatch centre as it is
+        after = last_id(api, me)
+        api.user_presses(me, me, msg["message_id"], "lo")
+        msg = await api.wait_message(me, after=after, predicate=lambda m: "contact you" in body(m)
+                                     or "mn" in buttons(m))
     if "mn" in buttons(msg):  # "me too?": open reports of this category nearby; file anew
         after = last_id(api, me)
         api.user_presses(me, me, msg["message_id"], "mn")

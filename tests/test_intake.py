@@ -54,6 +54,8 @@ HINT_CATEGORY = "Please choose a category with the buttons."
 HINT_DESCRIPTION = "Please describe the problem in words, as a text message."
 HINT_SHORT = "That is a bit short: please write at least 10 characters."
 HINT_PHOTO = "Please send a photo, or press Done."
+HINT_FIRST_PHOTO = "Please send a photo, or press Skip."
+OUTSIDE = "That point is outside the district's grids."
 HINT_LOCATION = ("Please send your location with the button, choose a community, "
                  "or type the address.")
 HINT_ADDRESS = "Please type the address in 4 to 300 characters."
@@ -109,6 +111,9 @@ async def walk(r: Resident, until: str = "confirm", *, category: str = "garbage"
     kind, *value = where
     if kind == "point":
         msg = await r.location(value[0], ASK_CONTACT)
+    elif kind == "outside":  # a point in no grid: the resident sends it to dispatch as it is
+        msg = await r.location(value[0], OUTSIDE)
+        msg = await r.press(msg, "lo", ASK_CONTACT)
     elif kind == "address":
         msg = await r.text(value[0], ASK_CONTACT)
     else:  # ("menu", community unit id, grid unit id)
@@ -262,10 +267,11 @@ async def test_photos_step_rejects_wrong_input_and_oversized_photos(whistle, api
     assert before == ("photos", {"category": "garbage", "description": DESCRIPTION,
                                  "photos": []})
 
-    hint = await r.text("here is the photo", HINT_PHOTO)
+    hint = await r.text("here is the photo", HINT_FIRST_PHOTO)
     assert all_button_data(hint) == ["ph:done"]
-    await r.sticker(HINT_PHOTO)
-    await r.document(b"%PDF-1.4 not an image", "report.pdf", "application/pdf", HINT_PHOTO)
+    assert hint["reply_markup"]["inline_keyboard"][0][0]["text"] == "Skip"  # as the prompt had
+    await r.sticker(HINT_FIRST_PHOTO)
+    await r.document(b"%PDF-1.4 not an image", "report.pdf", "application/pdf", HINT_FIRST_PHOTO)
     await r.photo(b"\xff\xd8" + b"0" * 10_500_000,
                   "That photo is too large (10.5 MB; the limit is 10.0 MB). "
                   "Please send a smaller one.")
@@ -280,9 +286,10 @@ async def test_photos_step_rejects_wrong_input_and_oversized_photos(whistle, api
     media = await all_media(whistle)
     assert step == "photos" and draft["photos"] == [media[0].id]
     assert draft["description"] == DESCRIPTION
-    # wrong input after a photo keeps the photo
+    # wrong input after a photo keeps the photo; now the button is Done
     await r.sticker(HINT_PHOTO)
-    await r.text("that was it", HINT_PHOTO)
+    hint = await r.text("that was it", HINT_PHOTO)
+    assert hint["reply_markup"]["inline_keyboard"][0][0]["text"] == "Done"
     assert await dialogue_of(whistle, r.id) == (step, draft)
 
 
@@ -455,10 +462,29 @@ async def test_route_by_menu_to_g10(whistle, api, resident):
     assert await group_outbox_chats(whistle) == {str(G10_CHAT)}
 
 
+async def test_a_point_outside_every_grid_is_said_and_the_grid_menu_offered(whistle, api, resident):
+    """No silent fallback: the resident hears that the point is in no grid, and chooses the
+    grid from the menu (or sends it to the dispatch centre, test below)."""
+    r = resident()
+    ids = await unit_ids(whistle)
+    await walk(r, "location")
+    outside = await r.location(LAKE, OUTSIDE)
+    choices = all_button_data(outside)
+    assert choices[-1] == "lo" and all(c.startswith("lc:") for c in choices[:-1]) and choices[:-1]
+    step, draft = await dialogue_of(whistle, r.id)
+    assert step == "location" and draft["location"] == list(LAKE)  # kept, not yet sent on
+    grids = await r.press(outside, f"lc:{ids['c3']}", CHOOSE_GRID)
+    await r.press(grids, f"lg:{ids['g10']}", ASK_CONTACT)
+    number = await confirm(r, await r.text(ANONYMOUS, CHECK, SUMMARY))
+    ticket = await ticket_by_number(whistle, number)
+    assert (ticket.grid_id, ticket.route_reason) == (ids["g10"], "menu")
+    assert await r.alert(outside["message_id"], "lo") == STALE  # that choice is over
+
+
 async def test_point_in_the_lake_goes_to_the_street_chat(whistle, api, resident):
     r = resident()
     ids = await unit_ids(whistle)
-    summary = await walk(r, where=("point", LAKE))
+    summary = await walk(r, where=("outside", LAKE))
     assert "Grid: to be decided by the dispatch centre" in summary["text"]
     number = await confirm(r, summary)
     assert "Status: waiting to be routed — Beiqiao Subdistrict." in api.bot_messages(r.id)[-1]["text"]
@@ -667,7 +693,7 @@ async def test_ticket_numbers_count_per_local_day(whistle, api, resident, clock)
 async def test_my_lists_reports_and_shows_the_timeline(whistle, api, resident):
     li, wang = resident(9001, "Li Si"), resident(9002, "Wang Wu")
     first = await report(li, where=("point", G05))
-    second = await report(li, where=("point", LAKE))
+    second = await report(li, where=("outside", LAKE))
     other = await report(wang, where=("point", G01))
     t1, t2, t3 = [await ticket_by_number(whistle, n) for n in (first, second, other)]
 

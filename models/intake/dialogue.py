@@ -27,7 +27,7 @@ from . import nearby
 
 STEPS = ("category", "description", "photos", "location", "nearby", "contact", "confirm")
 EDITABLE = ("category", "description", "photos", "location", "contact")
-DIALOGUE_ACTIONS = {"cat", "ph", "lc", "lg", "lb", "lx", "cf", "ed", "ef", "cx", "mt", "mn"}
+DIALOGUE_ACTIONS = {"cat", "ph", "lc", "lg", "lb", "lx", "lo", "cf", "ed", "ef", "cx", "mt", "mn"}
 
 
 class Intake:
@@ -239,8 +239,12 @@ class Intake:
     async def on_photos(self, inp: Input) -> None:
         t, limits = self.t, self.core.config.intake
         if inp.kind != "photo":
-            self.say(t._("Please send a photo, or press Done."),
-                     buttons=[[Button(t._("Done"), "ph", "done")]])
+            if self.draft.get("photos"):
+                self.say(t._("Please send a photo, or press Done."),
+                         buttons=[[Button(t._("Done"), "ph", "done")]])
+            else:  # the button the step offered before any photo
+                self.say(t._("Please send a photo, or press Skip."),
+                         buttons=[[Button(t._("Skip"), "ph", "done")]])
             return
         if inp.photo.data is None or inp.photo.size > limits.max_photo_bytes:
             self.say(t._("That photo is too large ({size} MB; the limit is {max} MB). "
@@ -270,8 +274,7 @@ class Intake:
             if not (-90 <= lat <= 90 and -180 <= lon <= 180):
                 self.say(t._("That location is not valid; please try again."))
                 return
-            self.update(location=[lat, lon], grid_id=None, address=None)
-            await self.advance()
+            await self.take_point([lat, lon])
         elif inp.kind == "text" and inp.text and not inp.text.startswith("/"):
             address = inp.text.strip()
             if len(address) < 4 or len(address) > 300:
@@ -283,6 +286,20 @@ class Intake:
             self.say(t._("Please send your location with the button, choose a community, "
                          "or type the address."))
             await self.prompt()
+
+    async def take_point(self, point: list[float]) -> None:
+        """A point inside a grid goes on; one outside every grid is kept, and the resident
+        is told so and offered the grid menu, or the dispatch centre as it is ("lo")."""
+        self.update(location=point, grid_id=None, address=None)
+        if self.core.router.locate(point[0], point[1]) is not None:
+            await self.advance()
+            return
+        t = self.t
+        rows = await self.community_buttons()
+        rows.append([Button(t._("Send it to the dispatch centre"), "lo")])
+        self.say(t._("That point is outside the district's grids. Choose the community and "
+                     "grid below, or send the report to the dispatch centre, which will pass "
+                     "it on."), buttons=rows)
 
     async def on_contact(self, inp: Input) -> None:
         t = self.t
@@ -319,7 +336,8 @@ class Intake:
         action, arg, step, t = inp.action, inp.arg, self.row.step, self.t
         expected = {"cat": "category", "ph": "photos", "lc": "location", "lg": "location",
                     "lb": "location", "cf": "confirm", "ed": "confirm", "ef": "confirm",
-                    "cx": "confirm", "mt": "nearby", "mn": "nearby", "lx": "location"}
+                    "cx": "confirm", "mt": "nearby", "mn": "nearby", "lx": "location",
+                    "lo": "location"}
         if step != expected.get(action):
             return Reply(alert=t._("This button is no longer active."))
         if action == "cat":
@@ -340,7 +358,10 @@ class Intake:
         elif action == "lx":
             if not self.draft.get("gps"):
                 return Reply(alert=t._("This button is no longer active."))
-            self.update(location=list(self.draft["gps"]), grid_id=None, address=None)
+            await self.take_point(list(self.draft["gps"]))
+        elif action == "lo":
+            if not self.draft.get("location"):
+                return Reply(alert=t._("This button is no longer active."))
             await self.advance()
         elif action == "lb":
             self.say(t._("Communities:"), buttons=await self.community_buttons())
