@@ -271,3 +271,50 @@ async def test_vote_change_is_refused_after_14_days(whistle, api, staff, clock):
     assert (vote.satisfaction, vote.updated_at) == ("satisfied", local(2026, 11, 23, 10, 31))
     ticket = await ticket_row(whistle, filed.id)
     assert (ticket.state, ticket.reopens) == ("closed", 0)
+
+
+# ---- a second resolution after a reopen ----------------------------------------------------------
+
+async def test_silence_after_a_second_resolution_lets_the_standing_vote_count(whistle, api, staff, clock):
+    """The resident said "not solved", the grid resolved again, and the resident is asked
+    again but stays silent: the ticket closes on the vote that stands, not as "unrated"
+    (which means: no vote at all)."""
+    filed = await claimed_report(api, whistle)
+    clock.now = local(2026, 11, 23, 10, 30)
+    question = await resolve(api, whistle, filed)
+    await vote_solved(api, question, filed, "0")
+    assert (await ticket_row(whistle, filed.id)).state == "reopened"
+
+    clock.now = local(2026, 11, 24, 10, 0)
+    again = await resolve(api, whistle, filed, "已再次清运并加派保洁")  # asked again
+    assert buttons(again) == [f"vs:{filed.id}.1", f"vs:{filed.id}.0"]
+    assert (await sweep_at(whistle, clock, local(2026, 11, 25, 10, 0))).closed_unrated == 0
+    result = await sweep_at(whistle, clock, local(2026, 11, 27, 10, 0))
+    assert result.closed_unrated == 0
+    ticket = await ticket_row(whistle, filed.id)
+    assert (ticket.state, ticket.unrated) == ("closed", False)
+    closed = await events_of(whistle, filed.id, "closed")
+    assert len(closed) == 1 and closed[0].data != {"unrated": True}
+    vote = await vote_row(whistle, filed)
+    assert (vote.solved, vote.satisfaction) == (False, None)  # it stands, and counts
+
+
+async def test_a_second_resolution_opens_the_vote_again_after_the_change_window(whistle, api, staff, clock):
+    """The question after a second resolution can be answered even when the first vote is
+    older than the window for changing it: it is a new question."""
+    filed = await claimed_report(api, whistle)
+    clock.now = local(2026, 11, 23, 10, 30)
+    question = await resolve(api, whistle, filed)
+    satisfaction = await vote_solved(api, question, filed, "1")
+    await press(api, RESIDENT, RESIDENT, satisfaction["message_id"], f"vq:{filed.id}.u")
+    assert (await ticket_row(whistle, filed.id)).state == "reopened"
+
+    clock.now = local(2026, 12, 14, 10, 0)  # three weeks later
+    again = await resolve(api, whistle, filed, "已彻底清理")
+    satisfaction = await vote_solved(api, again, filed, "1")  # not "the time has passed"
+    answer = await press(api, RESIDENT, RESIDENT, satisfaction["message_id"], f"vq:{filed.id}.s")
+    assert not answer.get("show_alert"), answer
+    vote = await vote_row(whistle, filed)
+    assert (vote.solved, vote.satisfaction) == (True, "satisfied")
+    assert (await ticket_row(whistle, filed.id)).state == "closed"
+    assert await count(whistle, Vote, Vote.ticket_id == filed.id) == 1

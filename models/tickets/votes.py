@@ -2,7 +2,10 @@
 solved (已解决 / 未解决) and how satisfied (满意 / 基本满意 / 不满意), with an optional
 comment. One vote per person and ticket, changeable for ``vote_change``.
 "Not solved" or "not satisfied" reopens the ticket; no answer gets one reminder,
-then the ticket closes as unrated (never counted as satisfied)."""
+then the ticket closes as unrated (never counted as satisfied). A ticket resolved again
+after a reopen asks again, as a new question (the change window starts anew); if the
+resident stays silent then, the vote they gave stands and counts: "unrated" means that
+nobody voted at all."""
 from __future__ import annotations
 
 from datetime import datetime
@@ -67,7 +70,12 @@ async def on_button(session: AsyncSession, core: Core, person: Person, t: Transl
     vote = await session.scalar(select(Vote).where(Vote.ticket_id == ticket.id,
                                                    Vote.person_id == person.id))
     window = core.config.deadlines.vote_change
-    since = vote.created_at if vote is not None else (ticket.resolved_at or ticket.closed_at)
+    # resolved again since this vote: the question is new, and so is its window
+    new_round = vote is not None and ticket.resolved_at is not None \
+        and ticket.resolved_at > vote.updated_at
+    # the window runs from the vote, or from the latest resolution when that came later
+    since = max(filter(None, (vote.created_at if vote else None,
+                              ticket.resolved_at or ticket.closed_at)), default=None)
     if since is not None and now > core.calendar.add(since, window):
         return Reply(alert=t._("The time to change this vote has passed."), show_alert=True)
     if vote is None:
@@ -75,6 +83,8 @@ async def on_button(session: AsyncSession, core: Core, person: Person, t: Transl
         session.add(vote)
     if inp.action == "vs" and choice in ("0", "1"):
         vote.solved, vote.updated_at = choice == "1", now
+        if new_round:
+            vote.satisfaction = None  # the satisfaction of the earlier round is asked anew
         if not vote.solved:  # "not solved" reopens at once; how satisfied is optional
             await session.flush()
             await settle(session, core, person, ticket, vote)
@@ -127,7 +137,8 @@ async def comment(session: AsyncSession, core: Core, person: Person, t: Translat
 
 async def on_timer(session: AsyncSession, core: Core, timer: Timer, ticket: Ticket,
                    now: datetime, result) -> None:
-    """First the reminder, then closing as unrated."""
+    """First the reminder, then closing: as unrated when nobody ever voted, else on the
+    vote that stands (the resident's earlier verdict, still counted)."""
     if ticket.state != State.RESOLVED:
         finish(timer, now)
         return
@@ -136,5 +147,7 @@ async def on_timer(session: AsyncSession, core: Core, timer: Timer, ticket: Tick
         await ask(session, core, ticket, reminder=True)
         return
     finish(timer, now)
-    await tickets.close(session, core, None, ticket, unrated=True)
-    result.closed_unrated += 1
+    voted = await session.scalar(select(Vote.id).where(Vote.ticket_id == ticket.id).limit(1))
+    await tickets.close(session, core, None, ticket, unrated=voted is None)
+    if voted is None:
+        result.closed_unrated += 1
