@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import Awaitable, Callable
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -17,15 +18,22 @@ from models.store.db import Database
 
 from .jobs import monthly_missed, run_digest, run_monthly_report, run_retention, run_sweep
 
+log = logging.getLogger(__name__)
+
 
 def _tracked(job: Callable[["Scheduler"], Awaitable[None]]):
-    """Remember the task running a job while it runs."""
+    """Remember the task running a job while it runs. A job cancelled because the process
+    stops (``drain``) ends quietly: a stop is not an error, and the job claims its period
+    only when it has done its work, so the next start runs it again."""
     @functools.wraps(job)
     async def run(self: "Scheduler") -> None:
         task = asyncio.current_task()
         self._jobs.add(task)
         try:
             await job(self)
+        except asyncio.CancelledError:
+            log.info("%s stopped with the process; it runs again at the next start",
+                     job.__name__)
         finally:
             self._jobs.discard(task)
     return run

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import re
 import sys
 import warnings
@@ -324,6 +325,33 @@ async def test_a_monthly_report_missed_while_down_is_sent_at_start_once(whistle,
     # before the day and time of the month's report nothing is missed yet
     assert not monthly_missed(whistle.core, utc(local(2027, 1, 1, 8, 59)))
     assert monthly_missed(whistle.core, utc(local(2027, 1, 1, 9, 0)))
+
+
+async def test_stopping_during_the_monthly_catch_up_is_not_an_error(whistle, api, month, clock,
+                                                                    monkeypatch, caplog):
+    """A stop while the catch-up renders the report cancels it quietly: no error in the log,
+    nothing claimed, so the next start sends the report."""
+    from reports import bundle
+    clock.now = local(2026, 12, 3, 15, 0).astimezone(timezone.utc)
+    rendering = asyncio.Event()
+
+    async def render_for_ever(core, report, locale=None):
+        rendering.set()
+        await asyncio.Event().wait()  # a large month: still rendering when the stop comes
+    monkeypatch.setattr(bundle, "render", render_for_ever)
+    scheduler = Scheduler(whistle.db, whistle.core)
+    with caplog.at_level("INFO"):
+        scheduler.start()
+        await asyncio.wait_for(rendering.wait(), timeout=30)
+        scheduler.stop()
+        await scheduler.drain(timeout=0.1)
+        await asyncio.sleep(0)  # the executor's done-callback runs
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [], [r.getMessage() for r in errors]
+    assert any("monthly_report stopped" in r.getMessage() for r in caplog.records)
+    runs = await whistle.db.run(lambda s: s.scalars(select(JobRun.period).where(
+        JobRun.job == "monthly_report")))
+    assert list(runs) == []  # not claimed: the next start catches up again
 
 
 # ---- the command line ------------------------------------------------------------------------
