@@ -11,15 +11,34 @@ PYTEST_ARGS ?=
 PG_TEST_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/test
 REQUIRE_PG ?=
 
-.PHONY: run test venv clean catalogs browser
+.PHONY: run test venv venv-test lock clean catalogs browser
 
-$(BIN)/.installed: pyproject.toml
+# What running needs, pinned with hashes in requirements.lock; the test tools on top
+# from requirements-test.lock. Both are made from pyproject.toml by `make lock`.
+$(BIN)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $@
+
+$(BIN)/.installed-test: $(BIN)/.installed requirements-test.lock
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-test.lock
 	touch $@
 
 venv: $(BIN)/.installed
+
+venv-test: $(BIN)/.installed-test
+
+# Re-resolve both lock files to the newest releases pyproject.toml allows (run it, run the
+# tests, commit the two files): this is how the pinned versions are kept current.
+lock: venv
+	$(BIN)/python -m pip install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes \
+	  --upgrade --quiet --custom-compile-command "make lock" -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra test --universal --python-version 3.11 \
+	  --generate-hashes --upgrade --quiet --custom-compile-command "make lock" \
+	  -o requirements-test.lock
 
 run: venv
 	$(BIN)/python -m bot --config $(CONFIG) run
@@ -33,7 +52,7 @@ browser:
 	       $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-noto-cjk >/dev/null; }; \
 	fi
 
-test: venv browser
+test: venv-test browser
 	@echo "== test suite on SQLite =="
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	@if $(BIN)/python tests/pg_available.py $(PG_TEST_URL); then \
