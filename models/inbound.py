@@ -8,7 +8,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models.figures import commands as report_commands
+from models.figures import commands as group_commands
 from models.intake.dialogue import DIALOGUE_ACTIONS, load, open_intake
 from models.intake.scrub import scrub
 from models.media.photos import PhotoError, store_photo
@@ -146,7 +146,7 @@ async def on_command(session: AsyncSession, core: Core, person: Person, t: Trans
                 "I post this unit's tickets here. Press the buttons on a ticket to claim and "
                 "handle it. An administrator binds this chat to a unit with /bind."))
         elif command in ("stats", "report"):
-            return Reply(after=await report_commands.on_group_command(session, core, inp))
+            return Reply(after=await group_commands.on_group_command(session, core, inp))
         return Reply()
     if command in ("start", "report"):
         # asked before anything is said, so that the messages reach the outbox in one insert

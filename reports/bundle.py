@@ -18,7 +18,7 @@ from models.org.names import category_name
 from models.store.tables import Unit
 
 from . import charts, summary, workbook
-from .summary import stats_text  # noqa: F401  (models.report_commands.ReportOutputs)
+from .summary import stats_text  # noqa: F401  (models.figures.commands.ReportOutputs)
 
 
 @dataclass

@@ -120,7 +120,7 @@ async def test_group_migration_moves_the_binding_and_delivers_the_card(whistle, 
 
 async def test_an_unchanged_card_edit_is_not_a_failure(whistle, api, people):
     """A second progress note leaves the card as it was; Telegram answers "message is not
-    modified", which the channel means to treat as done (telegram_channel.NOT_MODIFIED)."""
+    modified", which the channel means to treat as done (bot.telegram.channel.NOT_MODIFIED)."""
     resident = people(9001, "Li Si", language="en")
     people(1001, "王建国")
     filed = await file_report(api, whistle, resident)
@@ -138,7 +138,7 @@ async def test_an_unchanged_card_edit_is_not_a_failure(whistle, api, people):
 
 async def test_a_deleted_card_is_posted_again_when_the_ticket_changes(whistle, api, people):
     """An admin deleted the card; when the ticket changes, the edit finds no message and the
-    channel means to post the card anew (telegram_channel.EDIT_GONE), buttons and all."""
+    channel means to post the card anew (bot.telegram.channel.EDIT_GONE), buttons and all."""
     resident = people(9001, "Li Si", language="en")
     people(1001, "王建国")
     filed = await file_report(api, whistle, resident)

@@ -232,7 +232,7 @@ async def test_refreshing_cards_that_did_not_change_is_not_a_failed_delivery(whi
                                                                            clock):
     """Reporting for duty refreshes every card of the ticket; the cards in the grid, community
     and lead department chats come out the same, and Telegram answers "message is not
-    modified". That is success (telegram_channel.NOT_MODIFIED), not a failed message."""
+    modified". That is success (bot.telegram.channel.NOT_MODIFIED), not a failed message."""
     filed, c1_card = await escalated_to_c1(api, whistle)
     cg, hw = await unit_id(whistle, "d-cg"), await unit_id(whistle, "d-hw")
     await blow_whistle(api, whistle, filed, c1_card, lead=cg, coop=[hw])
