@@ -125,8 +125,8 @@ class WecomChannel:
         except WecomError as exc:
             if exc.code in RATE_ERRORS:
                 raise Retry(str(exc), after=60 if exc.code == 45009 else None) from exc
-            if exc.retryable:
-                raise Retry(str(exc), uncertain=True) from exc
+            if exc.retryable:  # uncertain only if a send may have arrived (api.py)
+                raise Retry(str(exc), uncertain=exc.uncertain) from exc
             if exc.code in UNREACHABLE and not self.is_group(row.chat_id):
                 await self._unreachable(row.chat_id)
             raise Permanent(str(exc), alert=exc.code not in UNREACHABLE) from exc

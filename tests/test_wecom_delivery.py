@@ -1,0 +1,117 @@
+"""WeCom deliveries that must not be lost: what happens when WeCom cannot be reached,
+and the monthly report's pictures and workbook. The real service sends through its
+sender to the fake WeCom API over HTTP (tests/fake_wecom.py)."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from bot.wecom.api import WecomApi, WecomError
+from models.messages.outbox import OutMessage, Target, enqueue
+from models.store.tables import Outbox
+from tests.fake_wecom import CORP_ID, SECRET
+from tests.test_wecom import AGENT_ID, CHIEF, says, service, wecom_api, wecom_config  # noqa: F401
+
+
+async def _queue(session, target: Target, message: OutMessage, now) -> None:
+    enqueue(session, target, message, now)
+
+
+async def _rows(whistle, chat_id: str) -> list[Outbox]:
+    return list(await whistle.db.run(lambda s: s.scalars(
+        select(Outbox).where(Outbox.chat_id == chat_id).order_by(Outbox.id))))
+
+
+# ---- WeCom out of reach ----------------------------------------------------------------
+
+async def _trouble(fake, how: str) -> None:
+    if how == "connection refused":
+        await fake.stop()
+    elif how == "gettoken HTTP 502":
+        fake.fail_http(502, "/gettoken")
+    elif how == "gettoken answer lost":
+        fake.drop_next("/gettoken", times=2)
+    elif how == "gettoken system error":
+        fake.fail_next(-1, "/gettoken")
+    elif how == "message/send HTTP 503":
+        fake.fail_http(503, "/message/send")
+    else:
+        raise AssertionError(how)
+
+
+@pytest.mark.parametrize("how", ["connection refused", "gettoken HTTP 502",
+                                 "gettoken answer lost", "gettoken system error",
+                                 "message/send HTTP 503"])
+async def test_a_message_wecom_never_took_is_sent_again_later(service, wecom_api, clock, how):
+    """Nothing reached WeCom's message API (or WeCom said it did not take it): the row
+    is retried with backoff, not marked uncertain, and arrives once WeCom is back."""
+    await service.sender.stop()
+    await service.db.run(lambda s: _queue(s, Target("wecom", CHIEF),
+                                          OutMessage(text="the lamp is fixed"), clock()))
+    port = wecom_api.port
+    await _trouble(wecom_api, how)
+    await service.sender.flush()  # one pass: WeCom cannot be reached
+    [row] = await _rows(service, CHIEF)
+    assert (row.state, row.attempts) == ("pending", 1), row.error
+    assert row.next_try_at > clock() and row.error
+    assert wecom_api.to(CHIEF) == []
+    if how == "connection refused":
+        await wecom_api.start(port)  # WeCom is back, where it was
+    clock.advance(seconds=5)
+    service.sender.start()
+    await wecom_api.wait_sent(CHIEF, says("the lamp is fixed"))
+    await service.sender.stop()
+    assert [r.state for r in await _rows(service, CHIEF)] == ["sent"]
+    assert len(wecom_api.to(CHIEF)) == 1
+
+
+async def test_a_message_whose_answer_was_lost_is_uncertain_not_sent_twice(
+        service, wecom_api, clock):
+    """The request reached message/send and the connection broke before the answer:
+    WeCom may show it, so it is not sent again (as on Telegram)."""
+    await service.sender.stop()
+    await service.db.run(lambda s: _queue(s, Target("wecom", CHIEF),
+                                          OutMessage(text="maybe shown"), clock()))
+    wecom_api.drop_next("/message/send")
+    await service.sender.flush()
+    [row] = await _rows(service, CHIEF)
+    assert row.state == "uncertain"
+    clock.advance(seconds=600)
+    await service.sender.flush()
+    assert [m["text"]["content"] for m in wecom_api.to(CHIEF)] == ["maybe shown"]
+
+
+@pytest.fixture
+async def quick_api(wecom_api):
+    api = WecomApi(wecom_api.base_url, CORP_ID, SECRET, AGENT_ID, timeout=1)
+    yield api
+    await api.close()
+
+
+async def test_only_a_send_that_may_have_arrived_is_uncertain(quick_api, wecom_api):
+    """The client tells a call that may have been carried out (its answer lost) from one
+    that never reached WeCom's message API."""
+    wecom_api.hang_next("/gettoken")  # a token that never comes: no message went anywhere
+    with pytest.raises(WecomError) as caught:
+        await quick_api.send_text(["a"], "x")
+    assert caught.value.path == "/gettoken" and not caught.value.uncertain
+    wecom_api.hang_next("/message/send")  # the send went out; no answer
+    with pytest.raises(WecomError) as caught:
+        await quick_api.send_text(["a"], "y")
+    assert caught.value.path == "/message/send" and caught.value.uncertain
+    wecom_api.fail_http(502, "/message/send")  # a gateway answered: WeCom did not take it
+    with pytest.raises(WecomError) as caught:
+        await quick_api.send_text(["a"], "z")
+    assert not caught.value.uncertain and caught.value.code is None
+    wecom_api.drop_next("/media/upload")  # an upload's lost answer: sending it again is harmless
+    with pytest.raises(WecomError) as caught:
+        await quick_api.upload_image(b"\xff\xd8 a jpeg")
+    assert not caught.value.uncertain
+    gone = WecomApi("http://127.0.0.1:9/cgi-bin", CORP_ID, SECRET, AGENT_ID, timeout=2)
+    with pytest.raises(WecomError) as caught:
+        await gone.send_text(["a"], "x")
+    assert not caught.value.uncertain
+    await gone.close()
+    assert [m["text"]["content"] for m in wecom_api.sent] == ["y"]
