@@ -115,3 +115,21 @@ async def test_only_a_send_that_may_have_arrived_is_uncertain(quick_api, wecom_a
     assert not caught.value.uncertain
     await gone.close()
     assert [m["text"]["content"] for m in wecom_api.sent] == ["y"]
+
+
+async def test_a_digest_the_robot_never_took_is_pushed_again_later(service, wecom_api, clock):
+    """The group robot's webhook refused the connection: nothing was pushed, so the
+    digest is retried, not left uncertain."""
+    await service.sender.stop()
+    await service.db.run(lambda s: _queue(s, Target("wecom_robot", "g07"),
+                                          OutMessage(text="**digest**"), clock()))
+    port = wecom_api.port
+    await wecom_api.stop()
+    await service.sender.flush()
+    [row] = await _rows(service, "g07")
+    assert (row.state, row.attempts) == ("pending", 1), row.error
+    await wecom_api.start(port)
+    clock.advance(seconds=5)
+    service.sender.start()
+    await wecom_api.wait_for(lambda: wecom_api.robot, description="the digest pushed")
+    assert [r["content"] for r in wecom_api.robot] == ["**digest**"]
