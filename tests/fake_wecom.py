@@ -36,7 +36,7 @@ class FakeWecom:
         self.codes: dict[str, bool] = {}  # response code -> still usable
         self.calls: list[str] = []  # every path called, in order
         self._errors: list[tuple[str | None, int]] = []
-        self._http_errors: list[tuple[str | None, int]] = []
+        self._http_errors: list[list] = []  # [path, status, calls to let through first]
         self._drops: list[str] = []  # paths whose next call is taken but not answered
         self._hangs: list[str] = []  # paths whose next call is never answered
         self._release = asyncio.Event()
@@ -83,10 +83,12 @@ class FakeWecom:
         gettoken) answer with ``errcode``."""
         self._errors += [(path, errcode)] * times
 
-    def fail_http(self, status: int, path: str | None = None, times: int = 1) -> None:
-        """The next ``times`` calls (to ``path``, "/gettoken" included, or any) answer with
-        HTTP ``status`` and no JSON (a gateway in trouble)."""
-        self._http_errors += [(path, status)] * times
+    def fail_http(self, status: int, path: str | None = None, times: int = 1,
+                  after: int = 0) -> None:
+        """The next ``times`` calls (to ``path``, "/gettoken" included, or any), once
+        ``after`` more have gone through, answer with HTTP ``status`` and no JSON (a
+        gateway in trouble)."""
+        self._http_errors += [[path, status, after]] + [[path, status, 0]] * (times - 1)
 
     def drop_next(self, path: str, times: int = 1) -> None:
         """The next ``times`` calls to ``path`` are carried out, then their connection
@@ -141,8 +143,11 @@ class FakeWecom:
     async def _trouble(self, request: web.Request) -> web.Response | None:
         """An injected HTTP error: the call is not carried out."""
         path = request.path.removeprefix("/cgi-bin")
-        for i, (only, status) in enumerate(self._http_errors):
+        for i, (only, status, skip) in enumerate(self._http_errors):
             if only is None or only == path:
+                if skip:
+                    self._http_errors[i][2] -= 1
+                    return None
                 del self._http_errors[i]
                 return web.Response(status=status, text="<html>Bad Gateway</html>",
                                     content_type="text/html")

@@ -133,3 +133,77 @@ async def test_a_digest_the_robot_never_took_is_pushed_again_later(service, weco
     service.sender.start()
     await wecom_api.wait_for(lambda: wecom_api.robot, description="the digest pushed")
     assert [r["content"] for r in wecom_api.robot] == ["**digest**"]
+
+
+# ---- the monthly report: pictures and a workbook -------------------------------------------
+
+CENTRE_MEMBER = "handong"  # the command centre's member on WeCom (samples/district)
+
+
+async def test_the_monthly_report_reaches_wecom_as_text_images_and_a_file(
+        service, wecom_api, clock):
+    """The command centre's members on WeCom get the summary, each chart as an image and
+    the workbook as a file, uploaded with ``media/upload`` (type image / file)."""
+    from scheduler.jobs import run_monthly_report
+    month = await run_monthly_report(service.db, service.core, clock())
+    assert month
+    file = await wecom_api.wait_sent(CENTRE_MEMBER, lambda m: m["msgtype"] == "file",
+                                     description="the workbook")
+    sent = wecom_api.to(CENTRE_MEMBER)
+    assert [m["msgtype"] for m in sent][0] == "text" and month in sent[0]["text"]["content"]
+    images = [m for m in sent if m["msgtype"] == "image"]
+    assert images and sent.index(file) == len(sent) - 1  # summary, charts, then the workbook
+    for image in images:
+        media_id = image["image"]["media_id"]
+        assert wecom_api.upload_info[media_id]["type"] == "image"
+        assert wecom_api.uploads[media_id].startswith(b"\x89PNG")
+    info = wecom_api.upload_info[file["file"]["media_id"]]
+    assert info == {"type": "file", "filename": f"whistle-report-demo-{month}.xlsx"}
+    assert wecom_api.uploads[file["file"]["media_id"]].startswith(b"PK")  # an xlsx is a zip
+    await service.sender.stop()
+    states = {r.state for r in await _rows(service, "unit:demo")}
+    assert states == {"sent"}
+
+
+async def test_a_row_of_pictures_goes_on_where_it_stopped(service, wecom_api, clock):
+    """Two pictures, the second's upload fails: the retry sends only the second."""
+    pictures = [service.media.save(png(n), ".png")[0] for n in (1, 2)]
+    await service.sender.stop()
+    await service.db.run(lambda s: _queue(s, Target("wecom", CHIEF),
+                                          OutMessage(text="", pictures=pictures), clock()))
+    wecom_api.fail_http(502, "/media/upload", after=1)
+    await service.sender.flush()  # the first picture goes, then the second's upload fails
+    [row] = await _rows(service, CHIEF)
+    assert (row.state, row.attempts) == ("pending", 1)
+    assert row.payload["pictures"] == pictures[1:]  # what is left to send
+    clock.advance(seconds=5)
+    await service.sender.flush()
+    images = [wecom_api.uploads[m["image"]["media_id"]] for m in wecom_api.to(CHIEF)]
+    assert images == [png(1), png(2)]  # each once, in order
+    assert [r.state for r in await _rows(service, CHIEF)] == ["sent"]
+
+
+def png(seed: int) -> bytes:
+    from io import BytesIO
+
+    from PIL import Image
+    out = BytesIO()
+    Image.new("RGB", (8, 8), (seed * 40 % 256, 90, 160)).save(out, "PNG")
+    return out.getvalue()
+
+
+async def test_a_long_text_goes_on_where_it_stopped(service, wecom_api, clock):
+    """A text in three parts, the second refused by a gateway: the retry sends the
+    second and third only, so every part shows once."""
+    text = "\n".join(f"line {n} " + "字" * 300 for n in range(6))  # ~5.5 kB: three parts
+    await service.sender.stop()
+    await service.db.run(lambda s: _queue(s, Target("wecom", CHIEF), OutMessage(text=text),
+                                          clock()))
+    wecom_api.fail_http(502, "/message/send", after=1)
+    await service.sender.flush()
+    assert len(wecom_api.to(CHIEF)) == 1
+    clock.advance(seconds=5)
+    await service.sender.flush()
+    parts = [m["text"]["content"] for m in wecom_api.to(CHIEF)]
+    assert len(parts) == 3 and "\n".join(parts) == text
+    assert [r.state for r in await _rows(service, CHIEF)] == ["sent"]

@@ -144,6 +144,9 @@ class WecomApi:
     async def send_image(self, userids: list[str], media_id: str) -> dict[str, Any]:
         return await self.send(userids, "image", {"media_id": media_id})
 
+    async def send_file(self, userids: list[str], media_id: str) -> dict[str, Any]:
+        return await self.send(userids, "file", {"media_id": media_id})
+
     async def update_card(self, userids: list[str], response_code: str,
                           card: dict[str, Any]) -> dict[str, Any]:
         """message/update_template_card: replace an interactive card for ``userids``;
@@ -170,10 +173,17 @@ class WecomApi:
             log.warning("WeCom media %s could not be downloaded: %s", media_id, exc)
             return None
 
-    async def upload_image(self, data: bytes, filename: str = "photo.jpg") -> str:
+    async def upload(self, data: bytes, kind: str, filename: str,
+                     content_type: str = "application/octet-stream") -> str:
+        """media/upload: a temporary file (three days) of ``kind`` image, voice, video or
+        file; its ``filename`` is the name a file message shows. Returns its media id."""
         def form() -> aiohttp.FormData:
             body = aiohttp.FormData()
-            body.add_field("media", data, filename=filename, content_type="image/jpeg")
+            body.add_field("media", data, filename=filename, content_type=content_type)
             return body
-        answer = await self.call("POST", "/media/upload", params={"type": "image"}, form=form)
+        answer = await self.call("POST", "/media/upload", params={"type": kind}, form=form)
         return answer["media_id"]
+
+    async def upload_image(self, data: bytes, filename: str = "photo.jpg") -> str:
+        content_type = "image/png" if filename.lower().endswith(".png") else "image/jpeg"
+        return await self.upload(data, "image", filename, content_type)

@@ -17,11 +17,14 @@
   room — delayed, never dropped."""
 from __future__ import annotations
 
+import contextlib
 import logging
+import mimetypes
 import secrets
 from collections import deque
 from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
+from pathlib import PurePath
 
 from sqlalchemy import select, update
 
@@ -113,8 +116,8 @@ class WecomChannel:
         return chat_id.startswith(UNIT_PREFIX)
 
     def cost(self, message: OutMessage) -> int:
-        """API calls a row takes (the sender's shared budgets count them)."""
-        return max(1, len(message.photos))
+        """Messages a row sends (the sender's shared budgets count them)."""
+        return max(1, len(message.photos), len(message.pictures))
 
     async def deliver(self, row: Outbox, message: OutMessage) -> None:
         userids = await self.db.run(lambda s: recipients(s, row.chat_id))
@@ -137,9 +140,28 @@ class WecomChannel:
         if message.photos:
             rows = await self.db.run(lambda s: _media_rows(s, message.photos))
             self._budget(userids, len(rows))
-            for media in rows:
-                media_id = await self.api.upload_image(self.media.read(media.path))
-                self._note(await self.api.send_image(userids, media_id), userids)
+            async with self._progress(row, "photos", message.photos) as done:
+                for media in rows:
+                    media_id = await self.api.upload_image(self.media.read(media.path))
+                    self._note(await self.api.send_image(userids, media_id), userids)
+                    done(media.id)
+            return
+        if message.pictures:  # generated images (a report's charts)
+            self._budget(userids, len(message.pictures))
+            async with self._progress(row, "pictures", message.pictures) as done:
+                for path in message.pictures:
+                    media_id = await self.api.upload_image(self.media.read(path),
+                                                           PurePath(path).name)
+                    self._note(await self.api.send_image(userids, media_id), userids)
+                    done(path)
+            return
+        if message.document:  # a generated file (a report's workbook)
+            self._budget(userids, 1)
+            name = message.filename or PurePath(message.document).name
+            media_id = await self.api.upload(self.media.read(message.document), "file", name,
+                                             mimetypes.guess_type(name)[0]
+                                             or "application/octet-stream")
+            self._note(await self.api.send_file(userids, media_id), userids)
             return
         if message.location:
             self._budget(userids, 1)
@@ -155,8 +177,10 @@ class WecomChannel:
         if not buttons:
             parts = split_bytes(text)
             self._budget(userids, len(parts))
-            for part in parts:
-                self._note(await self.api.send_text(userids, part), userids)
+            async with self._progress(row, "text", parts, "\n".join) as done:
+                for part in parts:
+                    self._note(await self.api.send_text(userids, part), userids)
+                    done(part)
             return
         await self._send_card(row.chat_id, userids, message.ref, text, buttons)
 
@@ -256,6 +280,31 @@ class WecomChannel:
         return await self.db.run(find)
 
     # -- bookkeeping ---------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _progress(self, row: Outbox, field: str, items: list,
+                        join: Callable[[list], object] = list):
+        """A row sent in several messages (photos, pictures, a long text's parts): when
+        one fails after others went, the row keeps only what is left (``field`` becomes
+        ``join`` of the rest), so its retry goes on where it stopped and shows nothing
+        twice. Call ``done(item)`` after each message that went."""
+        sent: list = []
+        try:
+            yield sent.append
+        except BaseException:
+            if sent and len(sent) < len(items):
+                await self._keep_rest(row, {field: join(items[len(sent):])})
+            raise
+
+    async def _keep_rest(self, row: Outbox, changes: dict) -> None:
+        payload = {**row.payload, **changes}
+        try:
+            await self.db.run(lambda s: s.execute(update(Outbox).where(Outbox.id == row.id)
+                                                  .values(payload=payload)))
+        except Exception:  # the send's own failure is what the sender must hear
+            log.exception("outbox %s: could not keep what is left to send", row.id)
+            return
+        row.payload = payload
 
     def _budget(self, userids: list[str], cost: int) -> None:
         wait = self.limiter.wait(userids, cost)
