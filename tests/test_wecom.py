@@ -205,6 +205,25 @@ async def test_url_verification_answers_the_decrypted_echostr(service, wecom_api
             assert response.status == 400
 
 
+async def test_url_verification_is_answered_like_wecom_whatever_its_timestamp(
+        service, wecom_api, clock, caplog):
+    """WeCom's own WXBizMsgCrypt VerifyURL checks the signature only: a verification
+    changes nothing, so an old (replayed) one is answered too, and a timestamp far from
+    our clock is logged as a warning (the messages after it would be refused)."""
+    member = Member(service, wecom_api, clock, RESIDENT)
+    ts, nonce = str(int(clock().timestamp()) - 3600), "4343"
+    echostr = member.crypt.encrypt("1122334455")
+    query = urlencode({"msg_signature": member.crypt.sign(ts, nonce, echostr), "timestamp": ts,
+                       "nonce": nonce, "echostr": echostr})
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{member.url}?{query}") as response:
+            assert (response.status, await response.text()) == (200, "1122334455")
+        forged = query.replace("msg_signature=", "msg_signature=0")
+        async with http.get(f"{member.url}?{forged}") as response:
+            assert response.status == 403
+    assert "3600 s" in caplog.text and "timestamp_window" in caplog.text
+
+
 async def test_a_report_from_wecom_reaches_the_chief_on_telegram_and_wecom(
         service, wecom_api, api, clock, people):
     people(1007, "赵磊")  # the chief has a private chat with the bot on Telegram too
