@@ -173,6 +173,7 @@ async def walk_to_confirm(member: Member, point=G07_WGS) -> dict:
     after = await member.press(photo_ack, "ph:done")
     prompt = await member.expect(after, says("Where is it?"), "the location prompt")
     assert "“+”" in text_of(prompt)  # WeCom's way to send a location, instead of a button
+    assert "Send my location" not in text_of(prompt)  # Telegram's button is not there
     await member.expect(after, card_with("lc:"), "the community card")
     lat, lon = wgs_to_gcj(*point)  # what WeCom sends: GCJ-02
     after = await member.send("location", Location_X=f"{lat:.6f}", Location_Y=f"{lon:.6f}",
@@ -295,6 +296,31 @@ async def test_a_report_from_wecom_reaches_the_chief_on_telegram_and_wecom(
 def _tg_buttons(message: dict) -> list[str]:
     markup = message.get("reply_markup") or {}
     return [b.get("callback_data") for row in markup.get("inline_keyboard", []) for b in row]
+
+
+async def test_the_location_prompt_on_wecom_names_no_telegram_button(service, wecom_api, clock):
+    """WeCom has no "📍 Send my location" button: the prompt says to send a location
+    (the channel adds how: "+" → Location), and so does the hint after a wrong input."""
+    member = Member(service, wecom_api, clock, RESIDENT)  # the deployment's Chinese
+    t = service.i18n.get(None)
+    after = await member.event("enter_agent")
+    categories = await member.expect(after, card_with("cat:"), "the category card")
+    if "cat:streetlight" not in keys(categories):
+        categories = await member.expect(wecom_api.to(RESIDENT).index(categories) + 1,
+                                         card_with("cat:streetlight"), "the second card")
+    after = await member.press(categories, "cat:streetlight")
+    await member.expect(after, lambda m: m["msgtype"] == "text", "the description prompt")
+    after = await member.text(DESCRIPTION)
+    photos = await member.expect(after, card_with("ph:done"), "the photo prompt")
+    after = await member.press(photos, "ph:done")
+    prompt = await member.expect(after, says("“+”"), "the location prompt")
+    button = t._("📍 Send my location")
+    assert button not in text_of(prompt) and "按钮" not in text_of(prompt)
+    assert t._("📍 To send a location: tap “+” next to the input box, then “Location”.") \
+        in text_of(prompt)
+    after = await member.send("voice", MediaId="voice-2", Format="amr")  # not a location
+    hint = await member.expect(after, says("地址"), "the hint")
+    assert button not in text_of(hint) and "按钮" not in text_of(hint)
 
 
 async def test_menu_clicks_and_unsupported_messages(service, wecom_api, clock):
