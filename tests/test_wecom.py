@@ -323,6 +323,48 @@ async def test_the_location_prompt_on_wecom_names_no_telegram_button(service, we
     assert button not in text_of(hint) and "按钮" not in text_of(hint)
 
 
+async def test_card_button_texts_keep_within_wecom_recommended_length(service):
+    """WeCom recommends at most 10 characters (字) for a card button: a Chinese character
+    counts one, a half-width letter half. Longer labels are shortened with "…"; the
+    button's key, what a press sends back, stays whole."""
+    from bot.wecom.channel import BUTTON_WIDTH, label_width
+    from models.messages.outbox import Button
+    labels = ["就是这个，我也遇到了同样的问题", "柳荫社区第三网格", "👤 Show my first name, no phone",
+              "✏️ 修改", "#20261123-0007 · 处理中"]
+    card = service.wecom.channel.card("t1", "title", [Button(label, "x", str(i))
+                                                      for i, label in enumerate(labels)])
+    texts = [b["text"] for b in card["button_list"]]
+    assert BUTTON_WIDTH == 20 and all(label_width(text) <= 20 for text in texts)
+    assert texts[1] == "柳荫社区第三网格" and texts[3] == "✏️ 修改"  # short enough: whole
+    assert texts[0] == "就是这个，我也遇到…" and texts[2].startswith("👤 Show my first")
+    assert texts[4].startswith("#20261123-0007") and texts[4].endswith("…")
+    assert [b["key"] for b in card["button_list"]] == [f"x:{i}" for i in range(5)]
+
+
+def test_the_chinese_button_labels_fit_a_wecom_button():
+    """Every label the core puts on a button reads whole on WeCom in Chinese, the
+    deployment's language (placeholders filled with a one-digit number)."""
+    import re
+    from babel.messages.pofile import read_po
+
+    from bot.wecom.channel import BUTTON_WIDTH, label_width
+    from models.lifecycle import STATE_LABELS
+    from models.tickets.cards import CLOSE_LABELS, ORDER_LABELS
+    from models.tickets.votes import SATISFACTION_LABELS
+    root = Path(__file__).resolve().parent.parent
+    labels = {*CLOSE_LABELS.values(), *ORDER_LABELS.values(), *SATISFACTION_LABELS.values(),
+              *STATE_LABELS.values()}
+    literal = re.compile(r'Button\(\s*(?:[\w.]*_|N_)\(\s*"((?:[^"\\]|\\.)*)"')
+    for path in [*(root / "models").rglob("*.py"), *(root / "bot").rglob("*.py")]:
+        labels |= set(literal.findall(path.read_text(encoding="utf-8")))
+    assert {"📍 Send my location", "👤 Show my first name, no phone", "Claim"} <= labels
+    with (root / "locale/zh_Hans/LC_MESSAGES/whistle.po").open("rb") as fp:
+        chinese = {m.id: m.string for m in read_po(fp) if m.id}
+    too_long = {label: chinese[label] for label in labels
+                if label_width(re.sub(r"\{\w*\}", "3", chinese[label])) > BUTTON_WIDTH}
+    assert too_long == {}
+
+
 async def test_menu_clicks_and_unsupported_messages(service, wecom_api, clock):
     member = Member(service, wecom_api, clock, RESIDENT)
     t = service.i18n.get(None)

@@ -21,6 +21,7 @@ import contextlib
 import logging
 import mimetypes
 import secrets
+import unicodedata
 from collections import deque
 from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
@@ -43,12 +44,39 @@ TEXT_BYTES = 2048  # WeCom's limit for a text message
 TITLE_CHARS = 36  # a card's main title (WeCom truncates beyond this)
 SUB_CHARS = 512  # a card's body; longer texts go first as a text message
 CARD_BUTTONS = 6  # WeCom's limit per button_interaction card
+# a button's text: WeCom recommends at most 10 characters (字), so 10 Chinese characters
+# or 20 half-width ones (columns, see ``label_width``)
+BUTTON_WIDTH = 20
 CODE_LIFE = timedelta(hours=72)  # a response code can be used once within this
 UNREACHABLE = {81013, 60111, 40031}  # userid not in the app's visible range / unknown
 
 
 def clip(text: str, chars: int) -> str:
     return text if len(text) <= chars else text[:chars - 1] + "…"
+
+
+def _char_width(char: str) -> int:
+    if unicodedata.category(char) in ("Mn", "Me", "Cf"):  # combining marks, variation selectors
+        return 0
+    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+
+
+def label_width(text: str) -> int:
+    """Columns a text takes: a Chinese character (or an emoji) two, a letter one."""
+    return sum(_char_width(c) for c in text)
+
+
+def clip_label(text: str, width: int = BUTTON_WIDTH) -> str:
+    """A button's text within ``width`` columns, shortened with "…" if need be."""
+    if label_width(text) <= width:
+        return text
+    kept, used = [], label_width("…")
+    for char in text:
+        used += _char_width(char)
+        if used > width:
+            break
+        kept.append(char)
+    return "".join(kept).rstrip() + "…"
 
 
 def split_bytes(text: str, limit: int = TEXT_BYTES) -> list[str]:
@@ -214,7 +242,7 @@ class WecomChannel:
                 "main_title": {"title": clip(first, TITLE_CHARS)}}
         if rest.strip():
             card["sub_title_text"] = clip(rest.strip(), SUB_CHARS)
-        card["button_list"] = [{"text": clip(b.label, 20), "style": 1 if i == 0 else 2,
+        card["button_list"] = [{"text": clip_label(b.label), "style": 1 if i == 0 else 2,
                                 "key": b.action if b.action.startswith((KEYBOARD_PREFIX,
                                                                          MORE_PREFIX))
                                 else b.data} for i, b in enumerate(buttons)]
