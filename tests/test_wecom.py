@@ -345,6 +345,7 @@ def test_the_chinese_button_labels_fit_a_wecom_button():
     """Every label the core puts on a button reads whole on WeCom in Chinese, the
     deployment's language (placeholders filled with a one-digit number)."""
     import re
+
     from babel.messages.pofile import read_po
 
     from bot.wecom.channel import BUTTON_WIDTH, label_width

@@ -3,16 +3,19 @@ and the monthly report's pictures and workbook. The real service sends through i
 sender to the fake WeCom API over HTTP (tests/fake_wecom.py)."""
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
 from sqlalchemy import select
 
 from bot.wecom.api import WecomApi, WecomError
 from models.messages.outbox import OutMessage, Target, enqueue
 from models.store.tables import Outbox
+from tests import test_wecom as end_to_end
 from tests.fake_wecom import CORP_ID, SECRET
-from tests.test_wecom import AGENT_ID, CHIEF, says, service, wecom_api, wecom_config  # noqa: F401
+from tests.test_wecom import AGENT_ID, CHIEF, says
+
+# the WeCom fixtures of the end-to-end tests: a fake WeCom API, the config and the service
+wecom_api, wecom_config = end_to_end.wecom_api, end_to_end.wecom_config
+service = end_to_end.service
 
 
 async def _queue(session, target: Target, message: OutMessage, now) -> None:
@@ -150,7 +153,7 @@ async def test_the_monthly_report_reaches_wecom_as_text_images_and_a_file(
     file = await wecom_api.wait_sent(CENTRE_MEMBER, lambda m: m["msgtype"] == "file",
                                      description="the workbook")
     sent = wecom_api.to(CENTRE_MEMBER)
-    assert [m["msgtype"] for m in sent][0] == "text" and month in sent[0]["text"]["content"]
+    assert sent[0]["msgtype"] == "text" and month in sent[0]["text"]["content"]
     images = [m for m in sent if m["msgtype"] == "image"]
     assert images and sent.index(file) == len(sent) - 1  # summary, charts, then the workbook
     for image in images:

@@ -168,7 +168,7 @@ class WecomChannel:
         if message.photos:
             rows = await self.db.run(lambda s: _media_rows(s, message.photos))
             self._budget(userids, len(rows))
-            async with self._progress(row, "photos", message.photos) as done:
+            async with self._progress(row, "photos", [m.id for m in rows]) as done:
                 for media in rows:
                     media_id = await self.api.upload_image(self.media.read(media.path))
                     self._note(await self.api.send_image(userids, media_id), userids)
@@ -319,7 +319,7 @@ class WecomChannel:
         sent: list = []
         try:
             yield sent.append
-        except BaseException:
+        except Exception:
             if sent and len(sent) < len(items):
                 await self._keep_rest(row, {field: join(items[len(sent):])})
             raise
