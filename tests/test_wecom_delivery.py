@@ -29,8 +29,11 @@ async def _rows(whistle, chat_id: str) -> list[Outbox]:
 
 # ---- WeCom out of reach ----------------------------------------------------------------
 
-async def _trouble(fake, how: str) -> None:
+async def _trouble(whistle, fake, how: str) -> None:
     if how == "connection refused":
+        await fake.stop()
+    elif how == "connection refused, token at hand":
+        await whistle.wecom.api.token()  # message/send itself cannot connect
         await fake.stop()
     elif how == "gettoken HTTP 502":
         fake.fail_http(502, "/gettoken")
@@ -44,7 +47,8 @@ async def _trouble(fake, how: str) -> None:
         raise AssertionError(how)
 
 
-@pytest.mark.parametrize("how", ["connection refused", "gettoken HTTP 502",
+@pytest.mark.parametrize("how", ["connection refused", "connection refused, token at hand",
+                                 "gettoken HTTP 502",
                                  "gettoken answer lost", "gettoken system error",
                                  "message/send HTTP 503"])
 async def test_a_message_wecom_never_took_is_sent_again_later(service, wecom_api, clock, how):
@@ -54,13 +58,13 @@ async def test_a_message_wecom_never_took_is_sent_again_later(service, wecom_api
     await service.db.run(lambda s: _queue(s, Target("wecom", CHIEF),
                                           OutMessage(text="the lamp is fixed"), clock()))
     port = wecom_api.port
-    await _trouble(wecom_api, how)
+    await _trouble(service, wecom_api, how)
     await service.sender.flush()  # one pass: WeCom cannot be reached
     [row] = await _rows(service, CHIEF)
     assert (row.state, row.attempts) == ("pending", 1), row.error
     assert row.next_try_at > clock() and row.error
     assert wecom_api.to(CHIEF) == []
-    if how == "connection refused":
+    if how.startswith("connection refused"):
         await wecom_api.start(port)  # WeCom is back, where it was
     clock.advance(seconds=5)
     service.sender.start()
