@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
+from bot.delivery.sender import Retry
 from bot.wecom.api import WecomApi, WecomError
+from bot.wecom.robot import RobotChannel
 from models.messages.outbox import OutMessage, Target, enqueue
 from models.store.tables import Outbox
 from tests import test_wecom as end_to_end
@@ -214,3 +216,41 @@ async def test_a_long_text_goes_on_where_it_stopped(service, wecom_api, clock):
     parts = [m["text"]["content"] for m in wecom_api.to(CHIEF)]
     assert len(parts) == 3 and "\n".join(parts) == text
     assert [r.state for r in await _rows(service, CHIEF)] == ["sent"]
+
+
+async def test_a_timeout_while_connecting_is_retried_and_names_no_secret(caplog):
+    """A server that never completes the connection (its backlog full): the call never
+    left, so it is not uncertain; aiohttp names the whole URL in the error, so the
+    secret in gettoken's query must not reach the outbox row, the log or the alert."""
+    import socket
+
+    import aiohttp
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)  # accepts nothing: once the queue is full, connections hang
+    port = server.getsockname()[1]
+    fillers = []
+    for _ in range(4):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", port))
+        fillers.append(filler)
+    api = WecomApi(f"http://127.0.0.1:{port}/cgi-bin", CORP_ID, SECRET, AGENT_ID, timeout=1)
+    robot = RobotChannel({"g07": f"http://127.0.0.1:{port}/cgi-bin/webhook/send?key=robot-key"},
+                         timeout=1)
+    try:
+        with pytest.raises(WecomError) as caught:
+            await api.send_text(["a"], "x")
+        with pytest.raises(Retry) as pushed:
+            await robot.push(robot.webhooks["g07"], "**digest**")
+    finally:
+        await api.close()
+        await robot.close()
+        for sock in [*fillers, server]:
+            sock.close()
+    assert isinstance(caught.value.__cause__, aiohttp.ConnectionTimeoutError)
+    assert caught.value.path == "/gettoken" and not caught.value.uncertain
+    assert SECRET not in str(caught.value) and "corpsecret=…" in str(caught.value)
+    assert isinstance(pushed.value.__cause__, aiohttp.ConnectionTimeoutError)
+    assert not pushed.value.uncertain
+    assert "robot-key" not in str(pushed.value) and "key=…" in str(pushed.value)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,11 +21,25 @@ log = logging.getLogger(__name__)
 TOKEN_ERRORS = {40014, 42001}  # invalid access_token, access_token expired
 RATE_ERRORS = {45009, 45033, -1}  # API frequency limit, concurrency limit, system busy
 TOKEN_MARGIN = 300  # refetch the token this many seconds before WeCom's expiry
-CONNECT_TIMEOUT = 5.0  # seconds to connect: a timeout then means WeCom never got the call
+# seconds to connect (at most half the call's): a timeout then means WeCom never got the call
+CONNECT_TIMEOUT = 5.0
 # the calls that show something to people: only these can leave a message uncertain
 SENDS = frozenset({"/message/send", "/message/update_template_card"})
 # failures before the request left: WeCom cannot have it
 NOT_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
+
+# a URL's query in an error's text: gettoken's carries the secret, other calls the token
+# (aiohttp names the whole URL, e.g. "Connection timeout to host https://…?corpsecret=…")
+URL_QUERY = re.compile(r"(https?://[^\s?#'\"]*)\?([^\s#'\"]*)")
+
+
+def describe(exc: BaseException) -> str:
+    """An error as text for the outbox row, the log and the admins' alert: any URL in it
+    keeps its query's names, not their values."""
+    def blank(match: re.Match) -> str:
+        names = [part.split("=", 1)[0] for part in match.group(2).split("&")]
+        return match.group(1) + "?" + "&".join(f"{name}=…" for name in names)
+    return URL_QUERY.sub(blank, f"{type(exc).__name__}: {exc}")
 
 
 class WecomError(Exception):
@@ -55,7 +70,7 @@ class WecomApi:
         self.clock = clock
         self._session: aiohttp.ClientSession | None = None
         self._timeout = aiohttp.ClientTimeout(total=timeout,
-                                              connect=min(timeout, CONNECT_TIMEOUT))
+                                              connect=min(timeout / 2, CONNECT_TIMEOUT))
         self._token: str | None = None
         self._expires = 0.0
         self._token_lock = asyncio.Lock()
@@ -113,9 +128,9 @@ class WecomApi:
                     raise WecomError(None, f"HTTP {response.status}", path)
                 data = await response.json(content_type=None)
         except NOT_SENT as exc:
-            raise WecomError(None, f"{type(exc).__name__}: {exc}", path) from exc
+            raise WecomError(None, describe(exc), path) from exc
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
-            raise WecomError(None, f"{type(exc).__name__}: {exc}", path, reached=True) from exc
+            raise WecomError(None, describe(exc), path, reached=True) from exc
         if not isinstance(data, dict):
             raise WecomError(None, "answer is not a JSON object", path)
         code = int(data.get("errcode", 0) or 0)
