@@ -173,6 +173,7 @@ async def walk_to_confirm(member: Member, point=G07_WGS) -> dict:
     after = await member.press(photo_ack, "ph:done")
     prompt = await member.expect(after, says("Where is it?"), "the location prompt")
     assert "“+”" in text_of(prompt)  # WeCom's way to send a location, instead of a button
+    assert "Send my location" not in text_of(prompt)  # Telegram's button is not there
     await member.expect(after, card_with("lc:"), "the community card")
     lat, lon = wgs_to_gcj(*point)  # what WeCom sends: GCJ-02
     after = await member.send("location", Location_X=f"{lat:.6f}", Location_Y=f"{lon:.6f}",
@@ -203,6 +204,25 @@ async def test_url_verification_answers_the_decrypted_echostr(service, wecom_api
             assert response.status == 403
         async with http.get(f"{member.url}?timestamp={ts}&nonce=1") as response:
             assert response.status == 400
+
+
+async def test_url_verification_is_answered_like_wecom_whatever_its_timestamp(
+        service, wecom_api, clock, caplog):
+    """WeCom's own WXBizMsgCrypt VerifyURL checks the signature only: a verification
+    changes nothing, so an old (replayed) one is answered too, and a timestamp far from
+    our clock is logged as a warning (the messages after it would be refused)."""
+    member = Member(service, wecom_api, clock, RESIDENT)
+    ts, nonce = str(int(clock().timestamp()) - 3600), "4343"
+    echostr = member.crypt.encrypt("1122334455")
+    query = urlencode({"msg_signature": member.crypt.sign(ts, nonce, echostr), "timestamp": ts,
+                       "nonce": nonce, "echostr": echostr})
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{member.url}?{query}") as response:
+            assert (response.status, await response.text()) == (200, "1122334455")
+        forged = query.replace("msg_signature=", "msg_signature=0")
+        async with http.get(f"{member.url}?{forged}") as response:
+            assert response.status == 403
+    assert "3600 s" in caplog.text and "timestamp_window" in caplog.text
 
 
 async def test_a_report_from_wecom_reaches_the_chief_on_telegram_and_wecom(
@@ -276,6 +296,74 @@ async def test_a_report_from_wecom_reaches_the_chief_on_telegram_and_wecom(
 def _tg_buttons(message: dict) -> list[str]:
     markup = message.get("reply_markup") or {}
     return [b.get("callback_data") for row in markup.get("inline_keyboard", []) for b in row]
+
+
+async def test_the_location_prompt_on_wecom_names_no_telegram_button(service, wecom_api, clock):
+    """WeCom has no "📍 Send my location" button: the prompt says to send a location
+    (the channel adds how: "+" → Location), and so does the hint after a wrong input."""
+    member = Member(service, wecom_api, clock, RESIDENT)  # the deployment's Chinese
+    t = service.i18n.get(None)
+    after = await member.event("enter_agent")
+    categories = await member.expect(after, card_with("cat:"), "the category card")
+    if "cat:streetlight" not in keys(categories):
+        categories = await member.expect(wecom_api.to(RESIDENT).index(categories) + 1,
+                                         card_with("cat:streetlight"), "the second card")
+    after = await member.press(categories, "cat:streetlight")
+    await member.expect(after, lambda m: m["msgtype"] == "text", "the description prompt")
+    after = await member.text(DESCRIPTION)
+    photos = await member.expect(after, card_with("ph:done"), "the photo prompt")
+    after = await member.press(photos, "ph:done")
+    prompt = await member.expect(after, says("“+”"), "the location prompt")
+    button = t._("📍 Send my location")
+    assert button not in text_of(prompt) and "按钮" not in text_of(prompt)
+    assert t._("📍 To send a location: tap “+” next to the input box, then “Location”.") \
+        in text_of(prompt)
+    after = await member.send("voice", MediaId="voice-2", Format="amr")  # not a location
+    hint = await member.expect(after, says("地址"), "the hint")
+    assert button not in text_of(hint) and "按钮" not in text_of(hint)
+
+
+async def test_card_button_texts_keep_within_wecom_recommended_length(service):
+    """WeCom recommends at most 10 characters (字) for a card button: a Chinese character
+    counts one, a half-width letter half. Longer labels are shortened with "…"; the
+    button's key, what a press sends back, stays whole."""
+    from bot.wecom.channel import BUTTON_WIDTH, label_width
+    from models.messages.outbox import Button
+    labels = ["就是这个，我也遇到了同样的问题", "柳荫社区第三网格", "👤 Show my first name, no phone",
+              "✏️ 修改", "#20261123-0007 · 处理中"]
+    card = service.wecom.channel.card("t1", "title", [Button(label, "x", str(i))
+                                                      for i, label in enumerate(labels)])
+    texts = [b["text"] for b in card["button_list"]]
+    assert BUTTON_WIDTH == 20 and all(label_width(text) <= 20 for text in texts)
+    assert texts[1] == "柳荫社区第三网格" and texts[3] == "✏️ 修改"  # short enough: whole
+    assert texts[0] == "就是这个，我也遇到…" and texts[2].startswith("👤 Show my first")
+    assert texts[4].startswith("#20261123-0007") and texts[4].endswith("…")
+    assert [b["key"] for b in card["button_list"]] == [f"x:{i}" for i in range(5)]
+
+
+def test_the_chinese_button_labels_fit_a_wecom_button():
+    """Every label the core puts on a button reads whole on WeCom in Chinese, the
+    deployment's language (placeholders filled with a one-digit number)."""
+    import re
+
+    from babel.messages.pofile import read_po
+
+    from bot.wecom.channel import BUTTON_WIDTH, label_width
+    from models.lifecycle import STATE_LABELS
+    from models.tickets.cards import CLOSE_LABELS, ORDER_LABELS
+    from models.tickets.votes import SATISFACTION_LABELS
+    root = Path(__file__).resolve().parent.parent
+    labels = {*CLOSE_LABELS.values(), *ORDER_LABELS.values(), *SATISFACTION_LABELS.values(),
+              *STATE_LABELS.values()}
+    literal = re.compile(r'Button\(\s*(?:[\w.]*_|N_)\(\s*"((?:[^"\\]|\\.)*)"')
+    for path in [*(root / "models").rglob("*.py"), *(root / "bot").rglob("*.py")]:
+        labels |= set(literal.findall(path.read_text(encoding="utf-8")))
+    assert {"📍 Send my location", "👤 Show my first name, no phone", "Claim"} <= labels
+    with (root / "locale/zh_Hans/LC_MESSAGES/whistle.po").open("rb") as fp:
+        chinese = {m.id: m.string for m in read_po(fp) if m.id}
+    too_long = {label: chinese[label] for label in labels
+                if label_width(re.sub(r"\{\w*\}", "3", chinese[label])) > BUTTON_WIDTH}
+    assert too_long == {}
 
 
 async def test_menu_clicks_and_unsupported_messages(service, wecom_api, clock):

@@ -17,11 +17,15 @@
   room — delayed, never dropped."""
 from __future__ import annotations
 
+import contextlib
 import logging
+import mimetypes
 import secrets
+import unicodedata
 from collections import deque
 from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
+from pathlib import PurePath
 
 from sqlalchemy import select, update
 
@@ -40,12 +44,39 @@ TEXT_BYTES = 2048  # WeCom's limit for a text message
 TITLE_CHARS = 36  # a card's main title (WeCom truncates beyond this)
 SUB_CHARS = 512  # a card's body; longer texts go first as a text message
 CARD_BUTTONS = 6  # WeCom's limit per button_interaction card
+# a button's text: WeCom recommends at most 10 characters (字), so 10 Chinese characters
+# or 20 half-width ones (columns, see ``label_width``)
+BUTTON_WIDTH = 20
 CODE_LIFE = timedelta(hours=72)  # a response code can be used once within this
 UNREACHABLE = {81013, 60111, 40031}  # userid not in the app's visible range / unknown
 
 
 def clip(text: str, chars: int) -> str:
     return text if len(text) <= chars else text[:chars - 1] + "…"
+
+
+def _char_width(char: str) -> int:
+    if unicodedata.category(char) in ("Mn", "Me", "Cf"):  # combining marks, variation selectors
+        return 0
+    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+
+
+def label_width(text: str) -> int:
+    """Columns a text takes: a Chinese character (or an emoji) two, a letter one."""
+    return sum(_char_width(c) for c in text)
+
+
+def clip_label(text: str, width: int = BUTTON_WIDTH) -> str:
+    """A button's text within ``width`` columns, shortened with "…" if need be."""
+    if label_width(text) <= width:
+        return text
+    kept, used = [], label_width("…")
+    for char in text:
+        used += _char_width(char)
+        if used > width:
+            break
+        kept.append(char)
+    return "".join(kept).rstrip() + "…"
 
 
 def split_bytes(text: str, limit: int = TEXT_BYTES) -> list[str]:
@@ -113,8 +144,8 @@ class WecomChannel:
         return chat_id.startswith(UNIT_PREFIX)
 
     def cost(self, message: OutMessage) -> int:
-        """API calls a row takes (the sender's shared budgets count them)."""
-        return max(1, len(message.photos))
+        """Messages a row sends (the sender's shared budgets count them)."""
+        return max(1, len(message.photos), len(message.pictures))
 
     async def deliver(self, row: Outbox, message: OutMessage) -> None:
         userids = await self.db.run(lambda s: recipients(s, row.chat_id))
@@ -125,8 +156,8 @@ class WecomChannel:
         except WecomError as exc:
             if exc.code in RATE_ERRORS:
                 raise Retry(str(exc), after=60 if exc.code == 45009 else None) from exc
-            if exc.retryable:
-                raise Retry(str(exc), uncertain=True) from exc
+            if exc.retryable:  # uncertain only if a send may have arrived (api.py)
+                raise Retry(str(exc), uncertain=exc.uncertain) from exc
             if exc.code in UNREACHABLE and not self.is_group(row.chat_id):
                 await self._unreachable(row.chat_id)
             raise Permanent(str(exc), alert=exc.code not in UNREACHABLE) from exc
@@ -137,9 +168,28 @@ class WecomChannel:
         if message.photos:
             rows = await self.db.run(lambda s: _media_rows(s, message.photos))
             self._budget(userids, len(rows))
-            for media in rows:
-                media_id = await self.api.upload_image(self.media.read(media.path))
-                self._note(await self.api.send_image(userids, media_id), userids)
+            async with self._progress(row, "photos", [m.id for m in rows]) as done:
+                for media in rows:
+                    media_id = await self.api.upload_image(self.media.read(media.path))
+                    self._note(await self.api.send_image(userids, media_id), userids)
+                    done(media.id)
+            return
+        if message.pictures:  # generated images (a report's charts)
+            self._budget(userids, len(message.pictures))
+            async with self._progress(row, "pictures", message.pictures) as done:
+                for path in message.pictures:
+                    media_id = await self.api.upload_image(self.media.read(path),
+                                                           PurePath(path).name)
+                    self._note(await self.api.send_image(userids, media_id), userids)
+                    done(path)
+            return
+        if message.document:  # a generated file (a report's workbook)
+            self._budget(userids, 1)
+            name = message.filename or PurePath(message.document).name
+            media_id = await self.api.upload(self.media.read(message.document), "file", name,
+                                             mimetypes.guess_type(name)[0]
+                                             or "application/octet-stream")
+            self._note(await self.api.send_file(userids, media_id), userids)
             return
         if message.location:
             self._budget(userids, 1)
@@ -155,8 +205,10 @@ class WecomChannel:
         if not buttons:
             parts = split_bytes(text)
             self._budget(userids, len(parts))
-            for part in parts:
-                self._note(await self.api.send_text(userids, part), userids)
+            async with self._progress(row, "text", parts, "\n".join) as done:
+                for part in parts:
+                    self._note(await self.api.send_text(userids, part), userids)
+                    done(part)
             return
         await self._send_card(row.chat_id, userids, message.ref, text, buttons)
 
@@ -190,7 +242,7 @@ class WecomChannel:
                 "main_title": {"title": clip(first, TITLE_CHARS)}}
         if rest.strip():
             card["sub_title_text"] = clip(rest.strip(), SUB_CHARS)
-        card["button_list"] = [{"text": clip(b.label, 20), "style": 1 if i == 0 else 2,
+        card["button_list"] = [{"text": clip_label(b.label), "style": 1 if i == 0 else 2,
                                 "key": b.action if b.action.startswith((KEYBOARD_PREFIX,
                                                                          MORE_PREFIX))
                                 else b.data} for i, b in enumerate(buttons)]
@@ -256,6 +308,31 @@ class WecomChannel:
         return await self.db.run(find)
 
     # -- bookkeeping ---------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _progress(self, row: Outbox, field: str, items: list,
+                        join: Callable[[list], object] = list):
+        """A row sent in several messages (photos, pictures, a long text's parts): when
+        one fails after others went, the row keeps only what is left (``field`` becomes
+        ``join`` of the rest), so its retry goes on where it stopped and shows nothing
+        twice. Call ``done(item)`` after each message that went."""
+        sent: list = []
+        try:
+            yield sent.append
+        except Exception:
+            if sent and len(sent) < len(items):
+                await self._keep_rest(row, {field: join(items[len(sent):])})
+            raise
+
+    async def _keep_rest(self, row: Outbox, changes: dict) -> None:
+        payload = {**row.payload, **changes}
+        try:
+            await self.db.run(lambda s: s.execute(update(Outbox).where(Outbox.id == row.id)
+                                                  .values(payload=payload)))
+        except Exception:  # the send's own failure is what the sender must hear
+            log.exception("outbox %s: could not keep what is left to send", row.id)
+            return
+        row.payload = payload
 
     def _budget(self, userids: list[str], cost: int) -> None:
         wait = self.limiter.wait(userids, cost)

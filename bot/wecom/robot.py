@@ -11,6 +11,7 @@ from bot.delivery.sender import Permanent, Retry
 from models.messages.outbox import OutMessage
 from models.store.tables import Outbox
 
+from .api import CONNECT_TIMEOUT, NOT_SENT, describe
 from .channel import split_bytes
 
 ROBOT_CHANNEL = "wecom_robot"
@@ -23,7 +24,8 @@ class RobotChannel:
 
     def __init__(self, webhooks: dict[str, str], timeout: float = 15):
         self.webhooks = webhooks
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._timeout = aiohttp.ClientTimeout(total=timeout,
+                                              connect=min(timeout / 2, CONNECT_TIMEOUT))
         self._session: aiohttp.ClientSession | None = None
 
     def is_group(self, chat_id: str) -> bool:
@@ -47,11 +49,13 @@ class RobotChannel:
         try:
             async with self._session.post(url, json={"msgtype": "markdown",
                                                      "markdown": {"content": markdown}}) as r:
-                if r.status != 200:
+                if r.status != 200:  # an answer: the push was not taken
                     raise Retry(f"WeCom robot: HTTP {r.status}")
                 data = await r.json(content_type=None)
+        except NOT_SENT as exc:  # no connection: nothing was pushed
+            raise Retry(f"WeCom robot: {describe(exc)}") from exc
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
-            raise Retry(f"WeCom robot: {type(exc).__name__}: {exc}", uncertain=True) from exc
+            raise Retry(f"WeCom robot: {describe(exc)}", uncertain=True) from exc
         code = int((data or {}).get("errcode", 0) or 0)
         if code in ROBOT_RATE_ERRORS:
             raise Retry(f"WeCom robot: {code} {data.get('errmsg')}", after=60)

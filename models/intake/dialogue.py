@@ -27,6 +27,9 @@ from . import nearby
 
 STEPS = ("category", "description", "photos", "location", "nearby", "contact", "confirm")
 EDITABLE = ("category", "description", "photos", "location", "contact")
+# channels whose clients show a "📍 Send my location" button for a location request; on
+# the others (WeCom) the prompt names no button and the channel adds how to send one
+LOCATION_BUTTON = frozenset({"telegram"})
 DIALOGUE_ACTIONS = {"cat", "ph", "lc", "lg", "lb", "lx", "lo", "cf", "ed", "ef", "cx", "mt", "mn"}
 
 
@@ -126,9 +129,13 @@ class Intake:
                      buttons=[[Button(t._("Skip"), "ph", "done")]])
         elif step == "location":
             communities = await self.community_buttons()  # read first: one insert for both
-            self.say(t._("Where is it? Press “📍 Send my location”, choose the community "
-                         "below, or type the address."),
-                     keyboard=[[KeyButton(t._("📍 Send my location"), "location")]])
+            if self.chat.channel in LOCATION_BUTTON:
+                ask = t._("Where is it? Press “📍 Send my location”, choose the community "
+                          "below, or type the address.")
+            else:  # the channel says how a location is sent there (WeCom: "+" → Location)
+                ask = t._("Where is it? Send your location, choose the community below, or "
+                          "type the address.")
+            self.say(ask, keyboard=[[KeyButton(t._("📍 Send my location"), "location")]])
             self.say(t._("Communities:"), buttons=communities)
             if self.draft.get("gps"):
                 self.say(t._("Your photo carries a location. Use it as the place of the problem?"),
@@ -283,8 +290,12 @@ class Intake:
             self.update(address=address, location=None, grid_id=None)
             await self.advance()
         else:
-            self.say(t._("Please send your location with the button, choose a community, "
-                         "or type the address."))
+            if self.chat.channel in LOCATION_BUTTON:
+                self.say(t._("Please send your location with the button, choose a community, "
+                             "or type the address."))
+            else:
+                self.say(t._("Please send your location, choose a community, or type the "
+                             "address."))
             await self.prompt()
 
     async def take_point(self, point: list[float]) -> None:
