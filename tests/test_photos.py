@@ -12,17 +12,19 @@ import zlib
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from images import gif_with_frames, jpeg, jpeg_declaring, png_bomb, ppm, zip_file
-from PIL import Image
 from chat import Resident
 from flows import (
     G01_CHAT, ask_note, claim, count, file_report, group_text, last_id, photo_bytes,
     send_photo_reply, ticket_row,
 )
+from images import gif_with_frames, jpeg, jpeg_declaring, png_bomb, ppm, zip_file
+from PIL import Image
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
+from models.inputs import Input, PhotoIn, Sender
 from models.intake.nearby import EARTH_RADIUS_M, bounding_box, distance_m, in_grid, nearby
 from models.media.photos import PhotoError, PhotoTooLarge, clean, decode, gps_of
+from models.messages.outbox import Target
 from models.store.tables import Base, Media, Ticket
 
 HERE = (39.93085, 116.41298)
@@ -244,6 +246,25 @@ async def test_staff_photos_are_downloaded_only_as_proof_of_a_resolution(whistle
     await api.wait_message(resident.id, contains="All cleared")
     assert (await ticket_row(whistle, filed.id)).state == "resolved"
     assert downloads(api) == before + 1
+
+
+async def test_a_redelivered_photo_is_not_downloaded_again(whistle, api, people):
+    """The same update twice (a webhook retried, a journalled update replayed): the inbox
+    recognises the second before anything asks for its photo."""
+    r = await at_step(api, people, "photos")
+    fetched = []
+
+    async def fetch() -> PhotoIn:
+        fetched.append(1)
+        return PhotoIn(data=jpeg(5), size=len(jpeg(5)))
+    photo = Input(sender=Sender("telegram", "9001", "Li Si", "en"),
+                  chat=Target("telegram", "9001"), private=True, kind="photo",
+                  photo=PhotoIn(data=None, size=800, fetch=fetch), dedupe_key="123456:901")
+    after = r.last_id()
+    assert (await whistle.handle(photo)).duplicate is False
+    await r.expect(after, "Photo 1 of 3 received.")
+    assert (await whistle.handle(photo)).duplicate is True
+    assert fetched == [1] and await count(whistle, Media) == 1
 
 
 # ==== photos: gps_of() ========================================================================
