@@ -241,11 +241,17 @@ async def test_staff_photos_are_downloaded_only_as_proof_of_a_resolution(whistle
 
     prompt = await ask_note(api, 1001, G01_CHAT, filed.card["message_id"],
                             f"resolve:{filed.id}", filed.number)
+    after = last_id(api, G01_CHAT)
+    send_photo_reply(api, 1001, G01_CHAT, prompt["message_id"], png_bomb(), caption="Done")
+    await api.wait_message(G01_CHAT, after=after, contains=group_text(
+        whistle, "That photo is too large; please send a smaller one."))
+    assert (await ticket_row(whistle, filed.id)).state == "claimed"
     send_photo_reply(api, 1001, G01_CHAT, prompt["message_id"], photo_bytes(7),
                      caption="All cleared")
     await api.wait_message(resident.id, contains="All cleared")
     assert (await ticket_row(whistle, filed.id)).state == "resolved"
-    assert downloads(api) == before + 1
+    assert downloads(api) == before + 2
+    assert await count(whistle, Media) == 1  # the proof
 
 
 async def test_a_redelivered_photo_is_not_downloaded_again(whistle, api, people):

@@ -109,7 +109,9 @@ def decode(data: bytes, max_side: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
         image.draft("RGB" if image.mode == "RGB" else None, fitted(image.size, max_side))
     try:
         image.load()
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError:  # a frame larger than the picture's header said
+        raise PhotoTooLarge("too many pixels") from None
+    except (OSError, ValueError, SyntaxError) as exc:
         raise PhotoError(str(exc)) from None
     return image
 
