@@ -29,7 +29,7 @@ from models.context import Core, utcnow
 from models.deadlines.calendar import quiet_hours, working_calendar
 from models.figures.commands import HEAVY_COMMANDS
 from models.inputs import Input, PhotoIn, Reply
-from models.media.photos import PhotoError
+from models.media.photos import PhotoError, PhotoNeeded, PhotoTooLarge, limit_pixels
 from models.media.photos import clean as clean_photo
 from models.media.store import MediaStore
 from models.messages.i18n import I18n, normalise
@@ -44,6 +44,7 @@ from scheduler.runner import Scheduler
 
 log = logging.getLogger(__name__)
 ALLOWED_UPDATES = ["message", "callback_query"]
+PHOTO_WORKERS = 2  # photos decoded at once in one process
 
 
 class Whistle:
@@ -71,6 +72,10 @@ class Whistle:
         self.metrics = Metrics()
         self.wecom = None  # the WeCom channel (bot/wecom/service.py) when [wecom] enabled
         self.journal: UpdateJournal | None = None  # long polling's fetched updates
+        # photos decoded at once: each costs up to a few tens of MB (a PNG near the pixel
+        # limit more), and two cores gain nothing from more
+        self._photo_turns = asyncio.Semaphore(PHOTO_WORKERS)
+        limit_pixels(config.intake.max_photo_pixels)
 
     async def prepare(self) -> None:
         """Migrate the schema, import the org file if it changed, build the router."""
@@ -200,10 +205,13 @@ class Whistle:
         if inp.photo is not None and inp.photo.data is not None and not inp.photo.cleaned:
             inp = replace(inp, photo=await self._clean(inp.photo))
         try:
-            # short, so on SQLite it calls SQLite on the loop's thread (models/store/db.py)
-            heavy = inp.kind == "command" and inp.command in HEAVY_COMMANDS
-            reply = await self.db.run(lambda session: inbound.handle(session, self.core, inp),
-                                     inline=not heavy)
+            try:
+                reply = await self._handle(inp)
+            except PhotoNeeded:
+                # the core takes this photo (nothing was committed): download and clean it
+                # now, outside any transaction, and hand the input in again
+                inp = replace(inp, photo=await self._fetch(inp.photo))
+                reply = await self._handle(inp)
         except Exception:
             self.metrics.update_handled(inp.sender.channel, None)
             raise
@@ -215,12 +223,30 @@ class Whistle:
                 log.exception("follow-up of %s %r failed", inp.kind, inp.command or inp.action)
         return reply
 
+    async def _handle(self, inp: Input) -> Reply:
+        # short, so on SQLite it calls SQLite on the loop's thread (models/store/db.py)
+        heavy = inp.kind == "command" and inp.command in HEAVY_COMMANDS
+        return await self.db.run(lambda session: inbound.handle(session, self.core, inp),
+                                 inline=not heavy)
+
+    async def _fetch(self, photo: PhotoIn) -> PhotoIn:
+        """The photo downloaded by its adapter and cleaned; never one to fetch again."""
+        fetched = replace(await photo.fetch(), fetch=None)
+        if fetched.data is not None and not fetched.unreadable and not fetched.cleaned:
+            fetched = await self._clean(fetched)
+        return fetched
+
     async def _clean(self, photo: PhotoIn) -> PhotoIn:
         """Re-encode in a worker thread, before the transaction: on SQLite the write lock
-        is held for the whole transaction, and image work must not hold up other chats."""
+        is held for the whole transaction, and image work must not hold up other chats.
+        A picture with more pixels than the limit is refused from its header."""
         try:
-            data, gps = await asyncio.to_thread(clean_photo, photo.data,
-                                                self.config.privacy.photo_max_side)
+            async with self._photo_turns:
+                data, gps = await asyncio.to_thread(clean_photo, photo.data,
+                                                    self.config.privacy.photo_max_side,
+                                                    self.config.intake.max_photo_pixels)
+        except PhotoTooLarge:
+            return replace(photo, data=None, too_many_pixels=True)
         except PhotoError:
             return replace(photo, unreadable=True)
         return replace(photo, data=data, gps=gps, cleaned=True)

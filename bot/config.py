@@ -183,6 +183,9 @@ class IntakeConfig(Strict):
     max_description: int = Field(1000, ge=10, le=3500)
     max_photos: int = Field(3, ge=0, le=10)
     max_photo_bytes: int = Field(10_000_000, ge=10_000)
+    # refused from the header, before anything is decoded (decoding costs about 3-4 bytes
+    # a pixel); Pillow's own decompression-bomb guard is set to it too
+    max_photo_pixels: int = Field(40_000_000, ge=1_000_000, le=500_000_000)
     max_note: int = Field(1000, ge=10, le=3500)
 
 

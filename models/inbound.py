@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from models.figures import commands as group_commands
 from models.intake.dialogue import DIALOGUE_ACTIONS, load, open_intake
 from models.intake.scrub import scrub
-from models.media.photos import PhotoError, store_photo
+from models.media.photos import PhotoError, require, store_photo
 from models.messages.i18n import LOCALES, Translator
 from models.messages.outbox import Button, OutMessage, enqueue
 from models.org import limits, people
@@ -37,6 +37,8 @@ async def text_or_photo(session, core: Core, person: Person, t: Translator, inp:
     """A resident's reply that may be a text or a photo (with an optional caption);
     None, after telling them ``hint``, if it is neither."""
     text = (inp.text or "").strip()[:core.config.intake.max_note]
+    if inp.kind == "photo":
+        require(inp.photo)
     if inp.kind == "photo" and inp.photo.data is not None:
         try:
             return text, (await store_photo(session, core, person, inp, "report")).id
@@ -99,6 +101,10 @@ async def handle(session: AsyncSession, core: Core, inp: Input) -> Reply:
             return Reply(alert=warning, show_alert=True)
         if warning and inp.private:
             say(session, core, inp, warning)
+        return Reply()
+    if inp.kind == "photo" and await limits.is_banned(session, person.id):
+        if inp.private:  # a banned person's photo is not taken anywhere (nor downloaded)
+            say(session, core, inp, limits.banned_text(t))
         return Reply()
     if inp.kind == "command":
         return await on_command(session, core, person, t, inp)

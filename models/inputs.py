@@ -26,9 +26,13 @@ class Sender:
 
 @dataclass(frozen=True)
 class PhotoIn:
-    """A photo already downloaded by the adapter (or too big to download). ``size`` is
-    what the person sent; ``cleaned`` marks ``data`` as already re-encoded (``gps`` then
-    holds the position its metadata carried) and ``unreadable`` a file that is no image."""
+    """A photo the person sent. ``size`` is what they sent (in bytes; 0 while not known);
+    ``data`` is None for a photo too big to download. ``fetch``, if set, downloads it (the
+    adapter's way, giving the downloaded ``PhotoIn``): the core asks for that only where
+    it takes a photo (``models.media.photos.require``). ``cleaned`` marks ``data`` as
+    already re-encoded (``gps`` then holds the position its metadata carried),
+    ``unreadable`` a file that is no image, ``too_many_pixels`` one refused from its
+    header (more pixels than ``intake.max_photo_pixels``)."""
 
     data: bytes | None
     size: int
@@ -36,6 +40,9 @@ class PhotoIn:
     cleaned: bool = False
     gps: tuple[float, float] | None = None
     unreadable: bool = False
+    too_many_pixels: bool = False
+    fetch: Callable[[], Awaitable[PhotoIn]] | None = field(default=None, repr=False,
+                                                            compare=False)
 
 
 @dataclass

@@ -10,7 +10,7 @@ import asyncio
 from sqlalchemy import select
 
 from chat import Resident, body
-from flows import C1_CHAT, G01_CHAT, file_report, has_button, last_id
+from flows import C1_CHAT, G01_CHAT, file_report, has_button, last_id, photo_bytes
 from models.store.tables import Ban, Identity, RateCounter, TicketEvent
 
 TOO_FAST = "too fast"
@@ -44,6 +44,41 @@ async def test_over_the_message_limit_one_polite_answer_per_minute(whistle, api,
     clock.advance(minutes=1)  # a new minute: answered again
     await me.text("/help", "/my")
     assert await counts(whistle) == [1, 9]
+
+
+def downloads(api) -> int:
+    """Files the bot asked the fake Bot API for (each download starts with getFile)."""
+    return sum(1 for method, _ in api.requests if method.lower() == "getfile")
+
+
+async def at_the_photos_step(api, user_id: int) -> Resident:
+    me = Resident(api, user_id)
+    prompt = await me.text("/start", "Welcome", "Choose a category")
+    await me.press(prompt, "cat:garbage", "Describe the problem")
+    await me.text("The bins at the gate overflow again.", "Send up to 3 photos")
+    return me
+
+
+async def test_over_the_message_limit_photos_are_not_downloaded(whistle, api, people):
+    """Photos are costly (a download, a decode): over the limit they are dropped unseen."""
+    whistle.config.limits.messages_per_minute = 5
+    people(9001, "Li Si", language="en")
+    me = await at_the_photos_step(api, 9001)  # three inputs of the minute
+    await me.photo(photo_bytes(1), "Photo 1 of 3 received.")  # the fourth
+    assert downloads(api) == 1
+    await me.text("/help", "/my")  # the fifth
+    after = me.last_id()
+    for i in range(4):
+        api.user_sends_photo(9001, 9001, photo_bytes(2 + i))
+    await api.wait_message(9001, after=after, contains=TOO_FAST)
+    for _ in range(100):  # all four handled (each one counted)
+        if await counts(whistle) == [9]:
+            break
+        await asyncio.sleep(0.05)
+    assert await counts(whistle) == [9]
+    assert await bot_texts_after(api, 9001, after) == [
+        "You are sending messages too fast. Please wait a minute, then try again."]
+    assert downloads(api) == 1
 
 
 async def counts(whistle) -> list[int]:
@@ -194,6 +229,21 @@ async def test_a_ban_stops_a_report_at_the_confirm_button(whistle, api, people):
     filed_now = await whistle.db.run(lambda s: s.scalars(select(TicketEvent.ticket_id).where(
         TicketEvent.kind == "created")))
     assert list(filed_now) == [filed.id]  # only the report from before the ban
+
+
+async def test_a_banned_residents_photo_is_not_downloaded(whistle, api, people):
+    """Banned while a draft waits for its photos: a photo is refused unseen, a text still
+    reaches the dialogue (and the report is refused at Confirm, as above)."""
+    resident = people(9001, "Li Si", language="en")
+    people(5001, "Admin", language="en")
+    filed = await file_report(api, whistle, resident, card_chat=None)
+    me = await at_the_photos_step(api, 9001)
+    before = downloads(api)
+    await Resident(api, 5001).text(f"/ban {filed.number}", filed.number)
+    await me.photo(photo_bytes(1), BANNED)
+    await me.document(photo_bytes(2), "bins.jpg", "image/jpeg", BANNED)
+    assert downloads(api) == before
+    await me.text("and the lid is broken", "Please send a photo, or press Done.")
 
 
 # ---- a flood in one chat ------------------------------------------------------------------------

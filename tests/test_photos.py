@@ -1,6 +1,8 @@
 """Unit tests of models/media/photos.py (cleaning photos: metadata dropped, size limited, GPS
-read first) and models/intake/nearby.py (distances, the bounding box, and the nearby / same
-grid queries on an in-memory SQLite database)."""
+read first, files that would cost too much refused from their header) and
+models/intake/nearby.py (distances, the bounding box, and the nearby / same grid queries on
+an in-memory SQLite database); and, through the fake Bot API, what a hostile photo does to
+the running bot, and that a photo nobody asked for is never downloaded."""
 from __future__ import annotations
 
 import io
@@ -10,13 +12,20 @@ import zlib
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from images import jpeg
+from chat import Resident
+from flows import (
+    G01_CHAT, ask_note, claim, count, file_report, group_text, last_id, photo_bytes,
+    send_photo_reply, ticket_row,
+)
+from images import gif_with_frames, jpeg, jpeg_declaring, png_bomb, ppm, zip_file
 from PIL import Image
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
+from models.inputs import Input, PhotoIn, Sender
 from models.intake.nearby import EARTH_RADIUS_M, bounding_box, distance_m, in_grid, nearby
-from models.media.photos import PhotoError, clean, gps_of
-from models.store.tables import Base, Ticket
+from models.media.photos import PhotoError, PhotoTooLarge, clean, decode, gps_of
+from models.messages.outbox import Target
+from models.store.tables import Base, Media, Ticket
 
 HERE = (39.93085, 116.41298)
 NOW = datetime(2026, 11, 23, 2, 0, tzinfo=timezone.utc)
@@ -104,6 +113,164 @@ def _png_header_only(width: int, height: int) -> bytes:
 def test_clean_refuses_a_decompression_bomb():
     with pytest.raises(PhotoError):
         clean(_png_header_only(40_000, 40_000))
+
+
+# ==== photos: bounded memory whatever is sent ==================================================
+# Each of these is a file an outside check sent: the header is read first, and what declares
+# more pixels than the limit is refused before a byte of it is decoded.
+
+@pytest.fixture(scope="module")
+def bomb() -> bytes:
+    return png_bomb()
+
+
+def test_a_png_bomb_is_refused_from_its_header(bomb):
+    assert len(bomb) < 200_000  # 161 KB that decode to 13,000 × 13,000 pixels (507 MB)
+    with pytest.raises(PhotoTooLarge):
+        clean(bomb)
+    with pytest.raises(PhotoTooLarge):
+        decode(bomb, 2048)
+
+
+def test_the_pixel_limit_is_the_callers():
+    photo = jpeg(9, size=(400, 300))
+    with pytest.raises(PhotoTooLarge):
+        clean(photo, max_pixels=119_999)
+    data, _ = clean(photo, max_pixels=120_000)
+    assert opened(data).size == (400, 300)
+
+
+@pytest.mark.parametrize("size", [(10_000, 10_000), (65_000, 65_000)],
+                         ids=["under-pillows-own-limit", "far-over-it"])
+def test_a_jpeg_declaring_a_huge_frame_is_refused_before_decoding(size):
+    assert len(jpeg_declaring(*size)) < 1000
+    with pytest.raises(PhotoTooLarge):
+        clean(jpeg_declaring(*size))
+
+
+def test_a_large_jpeg_is_decoded_at_a_reduced_scale():
+    """6000 × 4000 for a long side of 2048: the decoder scales by 2 (DCT scaling), so the
+    decoded picture is a quarter of the full one (18 MB instead of 72 MB)."""
+    out = io.BytesIO()
+    Image.linear_gradient("L").resize((6000, 4000)).convert("RGB").save(out, "JPEG", quality=70)
+    big = out.getvalue()
+    image = decode(big, 2048)
+    assert image.size == (3000, 2000)
+    assert decode(big, 512).size == (750, 500)  # 1/8, the smallest scale
+    data, _ = clean(big)
+    assert opened(data).size == (2048, 1365)
+
+
+def test_a_gif_of_thousands_of_frames_costs_its_first_frame():
+    gif = gif_with_frames(3000)
+    assert Image.open(io.BytesIO(gif)).n_frames == 3000
+    data, _ = clean(gif)
+    image = opened(data)
+    assert (image.format, image.size, getattr(image, "n_frames", 1)) == ("JPEG", (64, 48), 1)
+    assert image.getpixel((10, 10)) == pytest.approx((20, 90, 200), abs=8)  # the first frame's
+
+
+@pytest.mark.parametrize("data", [zip_file(), ppm(), png_bomb(64, 48)[:-40]],
+                         ids=["zip", "ppm", "truncated-png"])
+def test_clean_refuses_files_that_are_no_photo(data):
+    with pytest.raises(PhotoError):
+        clean(data)
+
+
+# ==== photos: through the running bot =========================================================
+
+ASK_PHOTOS = "Send up to 3 photos of the problem, or press Skip."
+TOO_MANY_PIXELS = "That picture has too many pixels (the limit is 40 megapixels)."
+
+
+def downloads(api) -> int:
+    """Files the bot asked the fake Bot API for (each download starts with getFile)."""
+    return sum(1 for method, _ in api.requests if method.lower() == "getfile")
+
+
+async def at_step(api, people, step: str) -> Resident:
+    people(9001, "Li Si", language="en")
+    r = Resident(api, 9001)
+    prompt = await r.text("/start", "Welcome", "Choose a category")
+    await r.press(prompt, "cat:garbage", "Describe the problem")
+    if step == "photos":
+        await r.text("The bins at the gate overflow again.", ASK_PHOTOS)
+    return r
+
+
+async def test_a_png_bomb_sent_as_a_file_is_refused_and_the_step_goes_on(whistle, api, people,
+                                                                         bomb):
+    r = await at_step(api, people, "photos")
+    await r.document(bomb, "bins.png", "image/png", TOO_MANY_PIXELS)
+    assert await count(whistle, Media) == 0
+    await r.document(jpeg_declaring(10_000, 10_000), "bins.jpg", "image/jpeg", TOO_MANY_PIXELS)
+    await r.document(zip_file(), "bins.jpg", "image/jpeg", "That file is not a photo I can read.")
+    await r.photo(jpeg(1), "Photo 1 of 3 received.")
+    assert await count(whistle, Media) == 1
+    # Pillow's own guard is set to the same limit (it refuses at twice that, decoding nothing)
+    assert Image.MAX_IMAGE_PIXELS == whistle.config.intake.max_photo_pixels == 40_000_000
+
+
+async def test_a_photo_is_downloaded_only_where_a_step_takes_it(whistle, api, people):
+    r = await at_step(api, people, "description")
+    await r.photo(jpeg(2), "Please describe the problem in words")  # the wrong step
+    await r.document(png_bomb(64, 48), "gate.png", "image/png", "Please describe the problem")
+    assert downloads(api) == 0
+    await r.text("The bins at the gate overflow again.", ASK_PHOTOS)
+    await r.photo(jpeg(3), "Photo 1 of 3 received.")
+    assert downloads(api) == 1  # downloaded once, though the step was asked twice
+    await r.text("/cancel", "Cancelled")
+    await r.photo(jpeg(4), "Press “📝 Report a problem”")  # no dialogue at all
+    assert downloads(api) == 1
+
+
+async def test_staff_photos_are_downloaded_only_as_proof_of_a_resolution(whistle, api, people):
+    resident = people(9001, "Li Si", language="en")
+    people(1001, "王建国")
+    filed = await file_report(api, whistle, resident)
+    await claim(api, 1001, filed)
+    before = downloads(api)
+    api.user_sends_photo(1001, G01_CHAT, photo_bytes(5))  # group chatter, not for the bot
+    prompt = await ask_note(api, 1001, G01_CHAT, filed.card["message_id"],
+                            f"progress:{filed.id}", filed.number)
+    after = last_id(api, G01_CHAT)
+    send_photo_reply(api, 1001, G01_CHAT, prompt["message_id"], photo_bytes(6))
+    await api.wait_message(G01_CHAT, after=after, contains=group_text(
+        whistle, "Please send the note as text (or /cancel)."))  # a progress note is a text
+    assert downloads(api) == before
+
+    prompt = await ask_note(api, 1001, G01_CHAT, filed.card["message_id"],
+                            f"resolve:{filed.id}", filed.number)
+    after = last_id(api, G01_CHAT)
+    send_photo_reply(api, 1001, G01_CHAT, prompt["message_id"], png_bomb(), caption="Done")
+    await api.wait_message(G01_CHAT, after=after, contains=group_text(
+        whistle, "That photo is too large; please send a smaller one."))
+    assert (await ticket_row(whistle, filed.id)).state == "claimed"
+    send_photo_reply(api, 1001, G01_CHAT, prompt["message_id"], photo_bytes(7),
+                     caption="All cleared")
+    await api.wait_message(resident.id, contains="All cleared")
+    assert (await ticket_row(whistle, filed.id)).state == "resolved"
+    assert downloads(api) == before + 2
+    assert await count(whistle, Media) == 1  # the proof
+
+
+async def test_a_redelivered_photo_is_not_downloaded_again(whistle, api, people):
+    """The same update twice (a webhook retried, a journalled update replayed): the inbox
+    recognises the second before anything asks for its photo."""
+    r = await at_step(api, people, "photos")
+    fetched = []
+
+    async def fetch() -> PhotoIn:
+        fetched.append(1)
+        return PhotoIn(data=jpeg(5), size=len(jpeg(5)))
+    photo = Input(sender=Sender("telegram", "9001", "Li Si", "en"),
+                  chat=Target("telegram", "9001"), private=True, kind="photo",
+                  photo=PhotoIn(data=None, size=800, fetch=fetch), dedupe_key="123456:901")
+    after = r.last_id()
+    assert (await whistle.handle(photo)).duplicate is False
+    await r.expect(after, "Photo 1 of 3 received.")
+    assert (await whistle.handle(photo)).duplicate is True
+    assert fetched == [1] and await count(whistle, Media) == 1
 
 
 # ==== photos: gps_of() ========================================================================

@@ -395,6 +395,26 @@ async def test_an_image_wecom_will_not_give_us_gets_a_hint(service, wecom_api, c
         "That file is not a photo I can read. Please send a photo.")
 
 
+async def test_an_image_is_downloaded_only_at_the_photo_step(service, wecom_api, clock):
+    member = Member(service, wecom_api, clock, RESIDENT)
+    after = await member.text("/start")
+    categories = await member.expect(after, card_with("cat:garbage"), "categories")
+    after = await member.press(categories, "cat:garbage")
+    await member.expect(after, says(service.i18n.get(None)._(
+        "Describe the problem in a few sentences ({min}–{max} characters).", min=10, max=1000)),
+        "the description prompt")
+    after = await member.send("image", MediaId=wecom_api.add_media(photo_bytes(4)))
+    hint = await member.expect(after, lambda m: m["msgtype"] == "text", "the hint")
+    assert text_of(hint) == service.i18n.get(None)._(
+        "Please describe the problem in words, as a text message.")
+    assert "/media/get" not in wecom_api.calls
+    after = await member.text(DESCRIPTION)
+    await member.expect(after, card_with("ph:done"), "the photo prompt")
+    after = await member.send("image", MediaId=wecom_api.add_media(photo_bytes(5)))
+    await member.expect(after, card_with("ph:done"), "photo 1 received")
+    assert wecom_api.calls.count("/media/get") == 1
+
+
 async def test_a_telegram_report_reaches_the_chief_on_wecom(service, wecom_api, api, people):
     from tests.flows import file_report
     resident = people(9101, "Alice", language="en")

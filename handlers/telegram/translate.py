@@ -1,7 +1,10 @@
-"""Telegram ``Update`` → neutral ``Input``. Photos are downloaded here, outside
-any transaction, so the core only ever sees bytes."""
+"""Telegram ``Update`` → neutral ``Input``. A photo is handed to the core with the
+way to download it (``PhotoIn.fetch``), run outside any transaction and only if the
+core takes it: a banned or rate-limited person's photo, or one at a step that takes
+none, is never downloaded."""
 from __future__ import annotations
 
+import functools
 import logging
 import re
 
@@ -45,7 +48,7 @@ async def message_input(update: Update, context: ContextTypes.DEFAULT_TYPE,
                          **base)
         return Input(kind="text", text=message.text, **base)
     if message.photo or _image_document(message):
-        return Input(kind="photo", photo=await _download(context, message, max_photo_bytes),
+        return Input(kind="photo", photo=_photo(context, message, max_photo_bytes),
                      text=message.caption, **base)
     if message.location:
         return Input(kind="location", location=(message.location.latitude,
@@ -62,8 +65,9 @@ def _image_document(message: Message) -> bool:
     return bool(doc and (doc.mime_type or "").startswith("image/"))
 
 
-async def _download(context, message: Message, limit: int) -> PhotoIn:
-    """The largest size within the limit; a too-large photo arrives as data=None."""
+def _photo(context, message: Message, limit: int) -> PhotoIn:
+    """The largest size within the limit, to be downloaded if the core takes it; a
+    too-large photo arrives as data=None and is never downloaded."""
     if message.photo:
         sizes = sorted(message.photo, key=lambda p: p.file_size or 0)
         fitting = [p for p in sizes if (p.file_size or 0) <= limit]
@@ -73,13 +77,20 @@ async def _download(context, message: Message, limit: int) -> PhotoIn:
         file_id, size = message.document.file_id, message.document.file_size or 0
     if size > limit:
         return PhotoIn(data=None, size=size, channel_file_id=file_id)
+    keep_id = file_id if message.photo else None
+    return PhotoIn(data=None, size=size, channel_file_id=file_id,
+                   fetch=functools.partial(_fetch, context.bot, file_id, size, keep_id))
+
+
+async def _fetch(bot, file_id: str, size: int, keep_id: str | None) -> PhotoIn:
+    """The photo's bytes; a failed download reads as too large (data=None)."""
     try:
-        file = await context.bot.get_file(file_id)
+        file = await bot.get_file(file_id)
         data = bytes(await file.download_as_bytearray())
     except TelegramError as exc:
         log.warning("photo download failed: %s", exc)
         return PhotoIn(data=None, size=size, channel_file_id=file_id)
-    return PhotoIn(data=data, size=len(data), channel_file_id=file_id if message.photo else None)
+    return PhotoIn(data=data, size=len(data), channel_file_id=keep_id)
 
 
 def update_key(update: Update, bot_id: int) -> str:

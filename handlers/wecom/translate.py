@@ -1,9 +1,11 @@
 """A decrypted WeCom callback message (its XML fields) → a neutral ``Input``.
 
-Images are downloaded here, outside any transaction; locations arrive in GCJ-02 and
+An image is handed to the core with the way to download it (``PhotoIn.fetch``), run
+outside any transaction and only if the core takes it; locations arrive in GCJ-02 and
 are converted to WGS-84, the datum of the grids."""
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -45,8 +47,8 @@ async def message_input(fields: dict[str, str], download: Download,
     if kind == "text":
         return text_input(fields.get("Content", ""), base)
     if kind == "image":
-        return Input(kind="photo", photo=await _download(download, fields.get("MediaId", ""),
-                                                         max_photo_bytes), **base)
+        return Input(kind="photo", photo=_photo(download, fields.get("MediaId", ""),
+                                                max_photo_bytes), **base)
     if kind == "location":
         try:
             lat, lon = float(fields["Location_X"]), float(fields["Location_Y"])
@@ -88,10 +90,16 @@ def event_input(fields: dict[str, str], base: dict) -> Input | None:
     return None  # subscribe, LOCATION reports and other events: nothing to do
 
 
-async def _download(download: Download, media_id: str, limit: int) -> PhotoIn:
-    """The image's bytes; a file WeCom will not give us reads as an unreadable photo."""
+def _photo(download: Download, media_id: str, limit: int) -> PhotoIn:
+    """An image to download if the core takes it (WeCom says nothing of its size before)."""
     if not media_id:
         return PhotoIn(data=b"", size=0, unreadable=True)
+    return PhotoIn(data=None, size=0, channel_file_id=media_id,
+                   fetch=functools.partial(_fetch, download, media_id, limit))
+
+
+async def _fetch(download: Download, media_id: str, limit: int) -> PhotoIn:
+    """The image's bytes; a file WeCom will not give us reads as an unreadable photo."""
     data = await download(media_id)
     if data is None:
         return PhotoIn(data=b"", size=0, channel_file_id=media_id, unreadable=True)

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from models.context import Core
 from models.inputs import Input, Reply, parse_id
 from models.lifecycle import STATE_LABELS, State
-from models.media.photos import PhotoError, store_photo
+from models.media.photos import PhotoError, require, store_photo
 from models.messages.i18n import Translator
 from models.messages.outbox import Button, KeyButton, OutMessage, Target, enqueue
 from models.org import tree as org
@@ -252,6 +252,12 @@ class Intake:
             else:  # the button the step offered before any photo
                 self.say(t._("Please send a photo, or press Skip."),
                          buttons=[[Button(t._("Skip"), "ph", "done")]])
+            return
+        require(inp.photo)  # downloaded only now that a step takes it
+        if inp.photo.too_many_pixels:
+            self.say(t._("That picture has too many pixels (the limit is {max} megapixels). "
+                         "Please send a smaller one.",
+                         max=round(limits.max_photo_pixels / 1e6)))
             return
         if inp.photo.data is None or inp.photo.size > limits.max_photo_bytes:
             self.say(t._("That photo is too large ({size} MB; the limit is {max} MB). "

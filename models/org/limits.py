@@ -110,12 +110,20 @@ async def prune(session: AsyncSession, now: datetime) -> None:
 
 # ---- what the resident is told --------------------------------------------------------
 
+def banned_text(t) -> str:
+    return t._("You can no longer file reports here. If you think this is a mistake, "
+               "please contact your community office.")
+
+
+async def is_banned(session: AsyncSession, person_id: int) -> bool:
+    return await session.get(Ban, person_id) is not None
+
+
 async def report_refusal(session: AsyncSession, core, person: Person, t) -> str | None:
     """Why this person may not file a report now, or None if they may."""
     banned, recent = await standing(session, person.id, core.now())
     if banned:
-        return t._("You can no longer file reports here. If you think this is a mistake, "
-                   "please contact your community office.")
+        return banned_text(t)
     per_hour = core.config.limits.reports_per_hour
     if recent >= per_hour and not await is_staff(session, person.id):
         return t._("You have filed {count} reports in the last hour, the most allowed. "

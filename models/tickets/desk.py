@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from models.context import Core
 from models.inputs import Input, Reply, parse_id
 from models.lifecycle import FINAL, STATE_LABELS, Action, State, TransitionError, sources
-from models.media.photos import PhotoError, store_photo
+from models.media.photos import PhotoError, require, store_photo
 from models.messages.i18n import N_, Translator
 from models.messages.outbox import Button, OutMessage, Target, enqueue
 from models.org import tree as org
@@ -148,6 +148,7 @@ async def on_note(session: AsyncSession, core: Core, person: Person, t: Translat
                                           state=t._(STATE_LABELS[State(ticket.state)])))
         return
     if inp.kind == "photo" and action == "resolve":
+        require(inp.photo)  # downloaded only now that it is taken as proof
         if inp.photo.data is None or inp.photo.size > core.config.intake.max_photo_bytes:
             _say(session, core, inp.chat, t._("That photo is too large; please send a smaller one."))
             return
