@@ -243,7 +243,7 @@ async def test_a_banned_residents_photo_is_not_downloaded(whistle, api, people):
     await me.photo(photo_bytes(1), BANNED)
     await me.document(photo_bytes(2), "bins.jpg", "image/jpeg", BANNED)
     assert downloads(api) == before
-    await me.text("and the lid is broken", "Please send a photo, or press Done.")
+    await me.text("and the lid is broken", "Please send a photo, or press Skip.")
 
 
 # ---- a flood in one chat ------------------------------------------------------------------------
