@@ -27,6 +27,16 @@ VIEWER = web.RequestKey("dashboard_viewer", object)
 SESSION_COOKIE = "whistle_session"
 LOGIN_CSRF_COOKIE = "whistle_login_csrf"
 MAX_FIELD = 1024
+# The body limit of every dashboard route (bot/web.py reads a handler's ``max_body``):
+# the forms are a few fields of at most a few KB (a note of 1000 Chinese characters is
+# 9 KB as a form); the GET pages read no body at all.
+FORM_BODY_BYTES = 16 * 1024
+
+
+def form_body(handler):
+    """A route that reads a dashboard form: its body is at most FORM_BODY_BYTES."""
+    handler.max_body = FORM_BODY_BYTES
+    return handler
 CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 DONE = {
@@ -165,9 +175,12 @@ async def login_page(request: web.Request) -> web.Response:
     return _login_form(request)
 
 
+@form_body
 async def login(request: web.Request) -> web.Response:
     whistle = whistle_of(request)
     settings = whistle.config.dashboard
+    if not request.cookies.get(LOGIN_CSRF_COOKIE):  # cannot be right: the body is not read
+        return _login_form(request, N_("The form had expired. Please try again."), 403)
     form = await request.post()
     next_url = form.get("next") if isinstance(form.get("next"), str) else None
     sent = form.get("csrf")
@@ -202,6 +215,7 @@ async def login(request: web.Request) -> web.Response:
     return response
 
 
+@form_body
 @login_required(page=False)
 async def logout(request: web.Request) -> web.Response:
     viewer = request[VIEWER]
@@ -340,6 +354,7 @@ async def ticket_page(request: web.Request) -> web.Response:
     return await show_ticket(request, request.match_info["number"])
 
 
+@form_body
 @login_required(page=False)
 async def ticket_action(request: web.Request) -> web.Response:
     whistle = whistle_of(request)
