@@ -26,6 +26,7 @@ SERVICE = web.AppKey("dashboard_service", object)  # request -> the running serv
 VIEWER = web.RequestKey("dashboard_viewer", object)
 SESSION_COOKIE = "whistle_session"
 LOGIN_CSRF_COOKIE = "whistle_login_csrf"
+DEVICE_COOKIE = "whistle_device"  # this browser has logged in as a user before (auth.py)
 MAX_FIELD = 1024
 # The body limit of every dashboard route (bot/web.py reads a handler's ``max_body``):
 # the forms are a few fields of at most a few KB (a note of 1000 Chinese characters is
@@ -191,13 +192,16 @@ async def login(request: web.Request) -> web.Response:
             or not password or len(username) > MAX_FIELD or len(password) > MAX_FIELD:
         return _login_form(request, N_("Enter your user name and password."), 400, next_url)
 
+    end_others = form.get("end_others") == "1"
+
     async def attempt(session):
         result = await auth.check_login(session, settings, whistle.core.now(), username, password,
-                                        request.remote or "unknown")
+                                        request.remote or "unknown",
+                                        request.cookies.get(DEVICE_COOKIE))
         token = None
         if result.user is not None:
             token = await auth.open_session(session, result.user, whistle.core.now(),
-                                            settings.session_hours)
+                                            settings.session_hours, end_others=end_others)
         return result, token
     result, token = await whistle.db.run(attempt)
     if result.throttled:
@@ -211,6 +215,9 @@ async def login(request: web.Request) -> web.Response:
     response.set_cookie(SESSION_COOKIE, token, path=request.app[BASE], httponly=True,
                         samesite="Lax", secure=settings.secure_cookies,
                         max_age=int(settings.session_hours * 3600))
+    response.set_cookie(DEVICE_COOKIE, result.device, path=request.app[BASE], httponly=True,
+                        samesite="Strict", secure=settings.secure_cookies,
+                        max_age=int(settings.known_device_days * 86400))
     response.del_cookie(LOGIN_CSRF_COOKIE, path=request.app[BASE])
     return response
 
