@@ -294,3 +294,9 @@ async def viewer_of(session: AsyncSession, token: str | None, now: datetime) -> 
 
 async def close_session(session: AsyncSession, session_id: str) -> None:
     await session.execute(delete(WebSession).where(WebSession.id == session_id))
+
+
+async def close_other_sessions(session: AsyncSession, user_id: int, keep: str) -> None:
+    """End every session of the user but ``keep`` (the dashboard's "log out other sessions")."""
+    await session.execute(delete(WebSession).where(WebSession.user_id == user_id,
+                                                   WebSession.id != keep))

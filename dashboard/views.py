@@ -64,6 +64,7 @@ def add_routes(app: web.Application, base: str) -> None:
     router.add_get(base + "/login", login_page)
     router.add_post(base + "/login", login)
     router.add_post(base + "/logout", logout)
+    router.add_post(base + "/logout-others", logout_others)
     router.add_get(base + "/lang/{locale}", set_language)
     router.add_get(base + "/overview", overview_page)
     router.add_get(base + "/overview/live", overview_live)
@@ -230,6 +231,16 @@ async def logout(request: web.Request) -> web.Response:
     response = web.Response(status=303, headers={"Location": request.app[BASE] + "/login"})
     response.del_cookie(SESSION_COOKIE, path=request.app[BASE])
     return response
+
+
+@form_body
+@login_required(page=False)
+async def logout_others(request: web.Request) -> web.Response:
+    """End the user's other sessions (other browsers, a lost phone); this one stays."""
+    viewer = request[VIEWER]
+    await whistle_of(request).db.run(
+        lambda s: auth.close_other_sessions(s, viewer.user_id, viewer.session_id))
+    raise web.HTTPSeeOther(request.app[BASE] + "/overview")
 
 
 async def set_language(request: web.Request) -> web.Response:

@@ -452,6 +452,24 @@ async def test_disabled_user_is_out_at_once(whistle, client):
     assert status == 401
 
 
+async def test_a_logged_in_user_can_log_out_the_other_sessions(whistle, client):
+    here = await logged_in(client, whistle, "chief1", unit="g01")
+    there = client()
+    assert (await there.login("chief1"))[0] == 303
+    elsewhere = await logged_in(client, whistle, "chief2", unit="g02")  # another user's
+    status, text, _ = await here.get("/overview")
+    assert 'action="/dashboard/logout-others"' in text
+    status, _, _ = await here.post("/logout-others", {}, csrf=False)
+    assert status == 403  # a POST like any other: the CSRF token is required
+    status, _, response = await here.post("/logout-others", {})
+    assert status == 303 and response.headers["Location"].endswith("/overview")
+    assert (await here.get("/overview"))[0] == 200
+    status, _, response = await there.get("/overview")
+    assert status == 303 and "/login" in response.headers["Location"]
+    assert (await elsewhere.get("/overview"))[0] == 200
+    assert await count(whistle, WebSession) == 2
+
+
 async def test_user_rules(whistle):
     now = whistle.core.now()
     bad = [dict(name="x", password="short", unit="g01"),
