@@ -27,6 +27,8 @@ DEFAULT_BODY_BYTES = 64 * 1024  # JSON and form APIs (Open311, the sandbox's pag
 UPDATE_BODY_BYTES = 1024 * 1024  # channel callbacks: a Telegram update, a WeCom message
 MAX_BODY_BYTES = 25 * 1024 * 1024  # the largest limit a route may declare (photo uploads)
 BODY_LIMIT_ATTR = "max_body"  # a handler's own limit, in bytes (set by ``body_limit``)
+# a handler's own 413 answer in its protocol's format: (request, limit) -> response
+TOO_LARGE_ATTR = "body_too_large"
 
 
 class WhistleRef:
@@ -75,7 +77,8 @@ def guard(trusted_proxies: Iterable[str] = ()):
     * The body: the route's limit (its handler's ``max_body``, else DEFAULT_BODY_BYTES).
       A declared length over it is answered 413 at once, before any of the body is read;
       a body without a length (chunked) is read up to the limit and then refused (413),
-      whichever of ``read()``, ``post()`` or ``json()`` the handler calls."""
+      whichever of ``read()``, ``post()`` or ``json()`` the handler calls. A handler
+      with a ``body_too_large`` attribute gives the early 413 in its own format."""
     networks = [ipaddress.ip_network(p, strict=False) for p in trusted_proxies]
 
     @web.middleware
@@ -83,8 +86,10 @@ def guard(trusted_proxies: Iterable[str] = ()):
         limit = getattr(request.match_info.handler, BODY_LIMIT_ATTR, DEFAULT_BODY_BYTES)
         length = request.content_length
         if length is not None and length > limit:
-            too_large = web.Response(status=413, text=(
-                f"Request body too large: {length} bytes; this address takes at most {limit}."))
+            answer = getattr(request.match_info.handler, TOO_LARGE_ATTR, None)
+            too_large = answer(request, limit) if answer is not None else web.Response(
+                status=413, text=f"Request body too large: {length} bytes; "
+                                 f"this address takes at most {limit}.")
             too_large.force_close()  # the unread body stays unread: this connection is done
             return too_large
         changes: dict = {}
