@@ -112,6 +112,7 @@ def client_address(peer: str | None, forwarded: Iterable[str], trusted: list[Net
             ip = ipaddress.ip_address(address or "")
         except ValueError:
             return False
+        ip = getattr(ip, "ipv4_mapped", None) or ip  # ::ffff:127.0.0.1 on a dual-stack socket
         return any(ip in net for net in trusted)
     if not is_trusted(peer):
         return peer

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.test_dashboard import CSRF, PASSWORD, make_user
+from tests.test_dashboard import CSRF, PASSWORD, make_user, quick_hashes  # noqa: F401 (autouse)
 
 ROOT = Path(__file__).resolve().parent.parent
 HANG = 30  # seconds: a guard against a hang, never reached when things work
