@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 PG_TEST_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/test
 REQUIRE_PG ?=
 
-.PHONY: run test venv venv-test lock clean catalogs browser
+.PHONY: run test venv venv-test lock clean catalogs browser proxy
 
 # What running needs, pinned with hashes in requirements.lock; the test tools on top
 # from requirements-test.lock. Both are made from pyproject.toml by `make lock`.
@@ -52,7 +52,16 @@ browser:
 	       $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-noto-cjk >/dev/null; }; \
 	fi
 
-test: venv-test browser
+# tests/test_proxy.py runs the nginx file of docs/deploy.md in front of the bot (Debian's nginx).
+proxy:
+	@if [ ! -x /usr/sbin/nginx ] && ! command -v nginx >/dev/null; then \
+	  echo "== installing nginx (Debian package) =="; \
+	  $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx >/dev/null \
+	  || { $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -q >/dev/null && \
+	       $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx >/dev/null; }; \
+	fi
+
+test: venv-test browser proxy
 	@echo "== test suite on SQLite =="
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	@if $(BIN)/python tests/pg_available.py $(PG_TEST_URL); then \

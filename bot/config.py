@@ -3,6 +3,7 @@
 A bad file stops the program with one message naming the file, the key and the problem."""
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from datetime import date, time
@@ -71,6 +72,20 @@ class WebConfig(Strict):
     # /metrics: when set, a scraper must send "Authorization: Bearer <token>" (else 401);
     # WHISTLE_METRICS_TOKEN sets it from the environment
     metrics_token: str = ""
+    # the reverse proxies in front (addresses or networks, e.g. "127.0.0.1", "10.0.0.0/8"):
+    # only a request from one of them is believed about the client's address
+    # (X-Forwarded-For); empty: the address is the connection's own
+    trusted_proxies: list[str] = []
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"trusted_proxies: {entry!r} is not an address or network") from None
+        return value
 
 
 class WecomConfig(Strict):
@@ -112,9 +127,15 @@ class DashboardConfig(Strict):
     path: str = Field("/dashboard", pattern=r"^/[A-Za-z0-9_/-]*[A-Za-z0-9_-]$")
     session_hours: float = Field(12, gt=0)
     secure_cookies: bool = True  # set False only for plain-http local testing
+    # Failed logins slow the guesser, not the owner (docs/dashboard.md): after
+    # max_failed_logins failures an account waits login_delay_seconds before the next try,
+    # twice as long after each further failure, at most lockout_minutes; a browser that
+    # has logged in as that user before (its device cookie) does not wait.
     max_failed_logins: int = Field(5, ge=1)
+    login_delay_seconds: float = Field(30, gt=0)
     lockout_minutes: float = Field(15, gt=0)
     max_failed_logins_per_ip: int = Field(20, ge=1)  # per lockout window, any user names
+    known_device_days: float = Field(90, gt=0)  # how long a browser stays known
     page_size: int = Field(25, ge=5, le=200)  # tickets per page of the list
     live_seconds: float = Field(5, ge=0.2)  # how often the overview refreshes itself
 

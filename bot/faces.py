@@ -5,13 +5,16 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from bot.web import MAX_BODY_BYTES, WHISTLE, RouteAdder, WhistleRef, whistle_of
+from bot.web import DEFAULT_BODY_BYTES, WHISTLE, RouteAdder, WhistleRef, guard, whistle_of
 
 
-def build_app(ref: WhistleRef, config, extra: list[RouteAdder] = (), middlewares: list = (),
-              client_max_size: int = MAX_BODY_BYTES) -> web.Application:
-    """The web application with every face the config enables (``extra`` adds more)."""
-    app = web.Application(client_max_size=client_max_size, middlewares=list(middlewares))
+def build_app(ref: WhistleRef, config, extra: list[RouteAdder] = (),
+              middlewares: list = ()) -> web.Application:
+    """The web application with every face the config enables (``extra`` adds more).
+    ``bot.web.guard`` comes first: the client's address (trusted proxies) and each
+    route's body limit (a handler's ``max_body``; see ``bot.web.body_limit``)."""
+    app = web.Application(client_max_size=DEFAULT_BODY_BYTES,
+                          middlewares=[guard(config.web.trusted_proxies), *middlewares])
     app[WHISTLE] = ref
     for add in [*_faces(config), *extra]:
         add(app)

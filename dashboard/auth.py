@@ -2,8 +2,10 @@
 
 A session cookie holds a random token; the database keeps only its SHA-256, so a copy
 of the database cannot be replayed as a login. Every session carries its own CSRF
-token, which every form posts back. Failed logins lock the account for a while
-(per user) and slow down the address they come from (per IP, a shared counter)."""
+token, which every form posts back. Failed logins slow the guesser, not the owner:
+the account waits longer after each failure, a browser that has logged in as the user
+before is not held up, and an address is refused only for its own failures (see
+"logging in" below)."""
 from __future__ import annotations
 
 import asyncio
@@ -16,7 +18,7 @@ from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -100,37 +102,108 @@ async def disable_user(session: AsyncSession, username: str) -> StaffUser:
 
 
 # ---- logging in ---------------------------------------------------------------------------
+#
+# Failed logins slow the guesser, not the owner.
+# * Per account: after ``max_failed_logins`` failures, each further try must wait
+#   (``login_delay_seconds``, doubled with each failure, at most ``lockout_minutes``);
+#   a try within the wait is not checked. It is a delay, not a lock: nobody can shut an
+#   account for longer than the longest wait.
+# * Per browser: a browser that has logged in as the user carries a device cookie,
+#   signed with the user's password hash (so it cannot be forged without the database,
+#   and a new password voids it). With it, the user is held up by neither the account's
+#   wait nor the address's limit: a guesser cannot lock the owner out. Its own failures
+#   are counted on it; after ``max_failed_logins`` in a window it is a stranger again.
+# * Per address: ``max_failed_logins_per_ip`` failures in a window, then that address
+#   (only) is refused until the window ends. The address is the client's, as the
+#   trusted proxy names it (``[web] trusted_proxies``).
+
+DEVICE_PREFIX = "dash-device:"
+IP_PREFIX = "dash-login:"
+
 
 @dataclass
 class LoginResult:
     user: StaffUser | None  # set when the password was right and the login is open
     throttled: bool = False  # too many failures from this address: not even checked
+    device: str | None = None  # on success: the browser's new device cookie
 
 
 async def check_login(session: AsyncSession, settings, now: datetime, username: str,
-                      password: str, address: str) -> LoginResult:
-    """Check a password, counting failures per user (lockout) and per address."""
+                      password: str, address: str, device: str | None = None) -> LoginResult:
+    """Check a password, with the throttling above. ``device``: the browser's device
+    cookie, if it sent one."""
     window = timedelta(minutes=settings.lockout_minutes)
-    ip_key = f"dash-login:{address}"[:96]
-    if await _count(session, ip_key, now, window) >= settings.max_failed_logins_per_ip:
-        return LoginResult(None, throttled=True)
+    ip_key = f"{IP_PREFIX}{address}"[:96]
     user = await session.scalar(select(StaffUser).where(
         StaffUser.username == username.strip().lower()))
-    usable = user is not None and not user.disabled and not (
-        user.locked_until is not None and user.locked_until > now)
+    device_key = None
+    if user is not None and device_valid(user, device, now, settings.known_device_days):
+        device_key = f"{DEVICE_PREFIX}{device.rsplit('.', 1)[1]}"[:96]
+        if await _count(session, device_key, now, window) >= settings.max_failed_logins:
+            device_key = None  # its own failures used up: a stranger until the window ends
+    known = device_key is not None
+    if not known and await _count(session, ip_key, now, window) >= settings.max_failed_logins_per_ip:
+        return LoginResult(None, throttled=True)
+    waiting = user is not None and user.locked_until is not None and user.locked_until > now
+    usable = user is not None and not user.disabled and (known or not waiting)
     # verify even when the answer is known, so timing does not tell which names exist
     correct = await _verify(user.password_hash if user is not None else None, password)
     if usable and correct:
-        user.failed_logins, user.locked_until, user.last_login_at = 0, None, now
+        if not known:  # a stranger who knew the password: the account's count starts over
+            user.failed_logins, user.locked_until = 0, None
+        user.last_login_at = now
         if HASHER.check_needs_rehash(user.password_hash):
             user.password_hash = await hash_password(password)
-        return LoginResult(user)
+        return LoginResult(user, device=device_token(user, now))
+    if known:  # the owner's own typo: counted on the browser, not the account or address
+        await _bump(session, device_key, now, window)
+        return LoginResult(None)
     await _bump(session, ip_key, now, window)
-    if user is not None and usable:
+    if user is not None and not user.disabled and not waiting:
         user.failed_logins += 1
         if user.failed_logins >= settings.max_failed_logins:
-            user.failed_logins, user.locked_until = 0, now + window
+            user.locked_until = now + login_delay(settings, user.failed_logins)
     return LoginResult(None)
+
+
+def login_delay(settings, failures: int) -> timedelta:
+    """The wait after the ``failures``-th failure in a row (from max_failed_logins on)."""
+    doublings = min(failures - settings.max_failed_logins, 40)
+    seconds = settings.login_delay_seconds * 2 ** doublings
+    return min(timedelta(seconds=seconds), timedelta(minutes=settings.lockout_minutes))
+
+
+def device_token(user: StaffUser, now: datetime) -> str:
+    """The device cookie for a browser that has just logged in as ``user``."""
+    issued = int(now.timestamp())
+    return f"{user.id}.{issued}.{_device_mac(user, issued)}"
+
+
+def device_valid(user: StaffUser, token: str | None, now: datetime, days: float) -> bool:
+    """Whether ``token`` is a device cookie this user's browser was given (and still fresh)."""
+    if not token or len(token) > 100 or token.count(".") != 2:
+        return False
+    user_id, issued, mac = token.split(".")
+    if user_id != str(user.id) or not issued.isdigit() or len(issued) > 12:
+        return False
+    age = now.timestamp() - int(issued)
+    if not -60 <= age <= days * 86400:
+        return False
+    return same(mac, _device_mac(user, int(issued)))
+
+
+def _device_mac(user: StaffUser, issued: int) -> str:
+    key = hashlib.sha256(b"whistle-device\0" + user.password_hash.encode()).digest()
+    return hmac.new(key, f"{user.id}:{issued}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+async def unlock_user(session: AsyncSession, username: str) -> StaffUser:
+    """Forget an account's failed logins, so it need not wait (the CLI's ``user unlock``)."""
+    user = await session.scalar(select(StaffUser).where(StaffUser.username == username.lower()))
+    if user is None:
+        raise UserError(f"no user {username!r}")
+    user.failed_logins, user.locked_until = 0, None
+    return user
 
 
 async def _verify(stored: str | None, password: str) -> bool:
@@ -158,15 +231,16 @@ async def _count(session: AsyncSession, key: str, now: datetime, window: timedel
 
 
 async def _bump(session: AsyncSession, key: str, now: datetime, window: timedelta) -> None:
-    """Add one to the address's counter of this window (an upsert, safe across processes)."""
+    """Add one to an address's or a browser's counter of this window (an upsert, safe across processes)."""
     period, expires = _period(now, window)
     insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
     await session.execute(
         insert(RateCounter).values(key=key, period=period, count=1, expires_at=expires)
         .on_conflict_do_update(index_elements=["key", "period"],
                                set_={"count": RateCounter.count + 1}))
-    await session.execute(delete(RateCounter).where(RateCounter.key.like("dash-login:%"),
-                                                    RateCounter.expires_at < now))
+    await session.execute(delete(RateCounter).where(
+        or_(RateCounter.key.like(f"{IP_PREFIX}%"), RateCounter.key.like(f"{DEVICE_PREFIX}%")),
+        RateCounter.expires_at < now))
 
 
 # ---- sessions -----------------------------------------------------------------------------
@@ -185,11 +259,13 @@ class Viewer:
 
 
 async def open_session(session: AsyncSession, user: StaffUser, now: datetime,
-                       hours: float) -> str:
+                       hours: float, end_others: bool = False) -> str:
     """A new session for ``user``; returns the cookie token (stored only as its hash).
-    The user's expired sessions are cleared on the way."""
-    await session.execute(delete(WebSession).where(WebSession.user_id == user.id,
-                                                   WebSession.expires_at <= now))
+    The user's expired sessions are cleared on the way, and with ``end_others`` all
+    the others too (the login form's "log out my other sessions")."""
+    ended = WebSession.user_id == user.id
+    await session.execute(delete(WebSession).where(
+        ended if end_others else (ended & (WebSession.expires_at <= now))))
     token = secrets.token_urlsafe(32)
     session.add(WebSession(id=token_hash(token), user_id=user.id,
                            csrf_token=secrets.token_urlsafe(32), created_at=now,
@@ -218,3 +294,9 @@ async def viewer_of(session: AsyncSession, token: str | None, now: datetime) -> 
 
 async def close_session(session: AsyncSession, session_id: str) -> None:
     await session.execute(delete(WebSession).where(WebSession.id == session_id))
+
+
+async def close_other_sessions(session: AsyncSession, user_id: int, keep: str) -> None:
+    """End every session of the user but ``keep`` (the dashboard's "log out other sessions")."""
+    await session.execute(delete(WebSession).where(WebSession.user_id == user_id,
+                                                   WebSession.id != keep))

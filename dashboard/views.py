@@ -26,7 +26,18 @@ SERVICE = web.AppKey("dashboard_service", object)  # request -> the running serv
 VIEWER = web.RequestKey("dashboard_viewer", object)
 SESSION_COOKIE = "whistle_session"
 LOGIN_CSRF_COOKIE = "whistle_login_csrf"
+DEVICE_COOKIE = "whistle_device"  # this browser has logged in as a user before (auth.py)
 MAX_FIELD = 1024
+# The body limit of every dashboard route (bot/web.py reads a handler's ``max_body``):
+# the forms are a few fields of at most a few KB (a note of 1000 Chinese characters is
+# 9 KB as a form); the GET pages read no body at all.
+FORM_BODY_BYTES = 16 * 1024
+
+
+def form_body(handler):
+    """A route that reads a dashboard form: its body is at most FORM_BODY_BYTES."""
+    handler.max_body = FORM_BODY_BYTES
+    return handler
 CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 DONE = {
@@ -53,6 +64,7 @@ def add_routes(app: web.Application, base: str) -> None:
     router.add_get(base + "/login", login_page)
     router.add_post(base + "/login", login)
     router.add_post(base + "/logout", logout)
+    router.add_post(base + "/logout-others", logout_others)
     router.add_get(base + "/lang/{locale}", set_language)
     router.add_get(base + "/overview", overview_page)
     router.add_get(base + "/overview/live", overview_live)
@@ -165,9 +177,12 @@ async def login_page(request: web.Request) -> web.Response:
     return _login_form(request)
 
 
+@form_body
 async def login(request: web.Request) -> web.Response:
     whistle = whistle_of(request)
     settings = whistle.config.dashboard
+    if not request.cookies.get(LOGIN_CSRF_COOKIE):  # cannot be right: the body is not read
+        return _login_form(request, N_("The form had expired. Please try again."), 403)
     form = await request.post()
     next_url = form.get("next") if isinstance(form.get("next"), str) else None
     sent = form.get("csrf")
@@ -178,13 +193,16 @@ async def login(request: web.Request) -> web.Response:
             or not password or len(username) > MAX_FIELD or len(password) > MAX_FIELD:
         return _login_form(request, N_("Enter your user name and password."), 400, next_url)
 
+    end_others = form.get("end_others") == "1"
+
     async def attempt(session):
         result = await auth.check_login(session, settings, whistle.core.now(), username, password,
-                                        request.remote or "unknown")
+                                        request.remote or "unknown",
+                                        request.cookies.get(DEVICE_COOKIE))
         token = None
         if result.user is not None:
             token = await auth.open_session(session, result.user, whistle.core.now(),
-                                            settings.session_hours)
+                                            settings.session_hours, end_others=end_others)
         return result, token
     result, token = await whistle.db.run(attempt)
     if result.throttled:
@@ -198,10 +216,14 @@ async def login(request: web.Request) -> web.Response:
     response.set_cookie(SESSION_COOKIE, token, path=request.app[BASE], httponly=True,
                         samesite="Lax", secure=settings.secure_cookies,
                         max_age=int(settings.session_hours * 3600))
+    response.set_cookie(DEVICE_COOKIE, result.device, path=request.app[BASE], httponly=True,
+                        samesite="Strict", secure=settings.secure_cookies,
+                        max_age=int(settings.known_device_days * 86400))
     response.del_cookie(LOGIN_CSRF_COOKIE, path=request.app[BASE])
     return response
 
 
+@form_body
 @login_required(page=False)
 async def logout(request: web.Request) -> web.Response:
     viewer = request[VIEWER]
@@ -209,6 +231,16 @@ async def logout(request: web.Request) -> web.Response:
     response = web.Response(status=303, headers={"Location": request.app[BASE] + "/login"})
     response.del_cookie(SESSION_COOKIE, path=request.app[BASE])
     return response
+
+
+@form_body
+@login_required(page=False)
+async def logout_others(request: web.Request) -> web.Response:
+    """End the user's other sessions (other browsers, a lost phone); this one stays."""
+    viewer = request[VIEWER]
+    await whistle_of(request).db.run(
+        lambda s: auth.close_other_sessions(s, viewer.user_id, viewer.session_id))
+    raise web.HTTPSeeOther(request.app[BASE] + "/overview")
 
 
 async def set_language(request: web.Request) -> web.Response:
@@ -340,6 +372,7 @@ async def ticket_page(request: web.Request) -> web.Response:
     return await show_ticket(request, request.match_info["number"])
 
 
+@form_body
 @login_required(page=False)
 async def ticket_action(request: web.Request) -> web.Response:
     whistle = whistle_of(request)

@@ -517,7 +517,11 @@ class FakeBotApi:
 
         ``base_url``/``base_file_url`` need ``api.port``: set it to the host server's port.
         """
-        app.router.add_route("*", "/bot{token}/{method}", self._handle_method)
+        async def handle_method(request: web.Request) -> web.StreamResponse:
+            return await self._handle_method(request)
+        # the body limit this route declares to a host application's guard (bot/web.py)
+        handle_method.max_body = MAX_UPLOAD_BYTES
+        app.router.add_route("*", "/bot{token}/{method}", handle_method)
         app.router.add_get("/file/bot{token}/{file_path:.+}", self._handle_file)
         app.on_shutdown.append(self._on_shutdown)
 

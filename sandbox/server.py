@@ -50,8 +50,9 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from bot.config import Config
+from bot.web import body_limit
 from models.org.file import OrgSpec, load_org_file
-from sandbox.botapi import MAX_TEXT_LENGTH, MAX_UPLOAD_BYTES, FakeBotApi
+from sandbox.botapi import MAX_TEXT_LENGTH, FakeBotApi
 
 __all__ = ["Sandbox", "run_sandbox", "sandbox_config", "sandbox_paths", "SANDBOX_TOKEN", "RESIDENTS"]
 
@@ -62,6 +63,7 @@ BOT_USERNAME = "whistle_sandbox_bot"
 BOT_NAME = "Whistle 沙盒 Sandbox"
 SQLITE_PREFIX = "sqlite+aiosqlite:///"
 MAX_PHOTO_UPLOAD = 20 * 1024 * 1024
+PHOTO_BODY_BYTES = MAX_PHOTO_UPLOAD + 64 * 1024  # the photo, its caption and the form around them
 KEEPALIVE_SECONDS = 15.0
 STOP_TIMEOUT = 10.0
 
@@ -217,7 +219,7 @@ class Sandbox:
         ref = WhistleRef()
         # one server for everything: the fake Telegram, the page, and Whistle's own faces
         app = build_app(ref, self.config, extra=[self.api.add_routes, self._add_routes],
-                        middlewares=[same_origin_only], client_max_size=MAX_UPLOAD_BYTES)
+                        middlewares=[same_origin_only])
         app[ALLOWED_HOSTS] = {"127.0.0.1", "localhost", "::1", self.host}
         app.on_shutdown.append(self._close_streams)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
@@ -440,7 +442,10 @@ class Sandbox:
             ("POST", chat + "/contact", self._send_contact),
             ("POST", chat + "/press", self._press),
         ):
-            app.router.add_route(method, path, _json_errors(handler))
+            wrapped = _json_errors(handler)
+            if path == chat + "/photo":  # the only upload; the rest are small JSON bodies
+                body_limit(PHOTO_BODY_BYTES)(wrapped)
+            app.router.add_route(method, path, wrapped)
         app.router.add_route("*", api + "/{tail:.*}", _json_errors(self._unknown))
 
     async def _redirect(self, _request: web.Request) -> web.Response:

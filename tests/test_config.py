@@ -56,6 +56,8 @@ def test_the_example_config_is_valid():
     ("categories = []\n", "categories", "at least 1"),
     (CATEGORY.replace('class = "request"', 'class = "complaint"'), "categories.0.class", "enforcement"),
     (CATEGORY.replace('code = "garbage"', 'code = "Garbage!"'), "categories.0.code", "pattern"),
+    ("[web]\ntrusted_proxies = ['nginx.local']\n" + CATEGORY, "web.trusted_proxies",
+     "not an address or network"),
 ])
 def test_a_bad_value_is_named_with_file_key_and_problem(tmp_path, text, key, problem):
     path = write(tmp_path, text)

@@ -69,11 +69,12 @@ CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 class Client:
     """A browser stand-in: one cookie jar, English pages."""
 
-    def __init__(self, whistle):
+    def __init__(self, whistle, headers: dict[str, str] | None = None):
         self.whistle = whistle
         self.base = whistle.web.origin + whistle.config.dashboard.path
         self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True),
-                                          timeout=aiohttp.ClientTimeout(total=30))
+                                          timeout=aiohttp.ClientTimeout(total=30),
+                                          headers=headers)
         self.http.cookie_jar.update_cookies({"whistle_lang": "en"})
         self.csrf: str | None = None
 
@@ -100,11 +101,12 @@ class Client:
                 self.csrf = found.group(1)
             return response.status, text, response
 
-    async def login(self, username: str, password: str = PASSWORD) -> tuple[int, str, aiohttp.ClientResponse]:
+    async def login(self, username: str, password: str = PASSWORD, **fields: str
+                    ) -> tuple[int, str, aiohttp.ClientResponse]:
         status, text, _ = await self.get("/login")
         assert status == 200, text
         status, text, response = await self.post("/login", {"username": username,
-                                                            "password": password})
+                                                            "password": password, **fields})
         if status == 303:
             await self.get("/overview")  # picks up the session's CSRF token
         return status, text, response
@@ -262,26 +264,154 @@ async def test_csrf_token_required_on_every_post(whistle, client, clock):
     assert (await ticket_row(whistle, ticket.id)).order_type == "key"
 
 
-async def test_lockout_after_failed_logins(whistle, client, clock):
+async def user_row(whistle, name: str) -> StaffUser:
+    return await whistle.db.run(lambda s: s.scalar(select(StaffUser).where(
+        StaffUser.username == name)))
+
+
+async def wait_out(clock, user: StaffUser) -> None:
+    """Let the clock pass the account's wait."""
+    clock.advance(seconds=(user.locked_until - clock.now).total_seconds() + 1)
+
+
+async def test_failed_logins_delay_the_account_more_each_time(whistle, client, clock):
+    """Not a lock anyone can trigger for anyone: after max_failed_logins failures each
+    further try waits (login_delay_seconds, doubling with each failure, at most
+    lockout_minutes); an attempt during the wait is not checked at all."""
     settings = whistle.config.dashboard
+    settings.max_failed_logins_per_ip = 1000  # the address's own limit has its own test
     await make_user(whistle, "chief1", unit="g01")
     c = client()
     for attempt in range(settings.max_failed_logins):
         status, text, _ = await c.login("chief1", "wrong password")
         assert status == 401 and "Wrong user name or password" in text
-    user = await whistle.db.run(lambda s: s.scalar(select(StaffUser)))
-    assert user.locked_until == clock.now + timedelta(minutes=settings.lockout_minutes)
-    status, text, _ = await c.login("chief1")  # the right password, but locked
+    first = timedelta(seconds=settings.login_delay_seconds)
+    user = await user_row(whistle, "chief1")
+    assert user.locked_until == clock.now + first
+    status, text, _ = await c.login("chief1")  # the right password, but within the wait
     assert status == 401 and "locked" in text
     assert await count(whistle, WebSession) == 0
-    clock.advance(minutes=settings.lockout_minutes - 1)
-    status, _, _ = await c.login("chief1")
+    assert (await user_row(whistle, "chief1")).failed_logins == settings.max_failed_logins
+    await wait_out(clock, user)
+    status, _, _ = await c.login("chief1", "wrong again")
     assert status == 401
-    clock.advance(minutes=1, seconds=1)
+    user = await user_row(whistle, "chief1")
+    assert user.locked_until == clock.now + 2 * first  # each failure doubles the wait
+    for _ in range(12):
+        await wait_out(clock, user)
+        await c.login("chief1", "still wrong")
+        user = await user_row(whistle, "chief1")
+    assert user.locked_until == clock.now + timedelta(minutes=settings.lockout_minutes)
+    await wait_out(clock, user)
     status, _, _ = await c.login("chief1")
     assert status == 303
-    user = await whistle.db.run(lambda s: s.scalar(select(StaffUser)))
+    user = await user_row(whistle, "chief1")
     assert user.failed_logins == 0 and user.locked_until is None
+
+
+async def test_the_owners_browser_is_not_slowed_by_an_attackers_failures(whistle, client, clock):
+    """A browser that has logged in as a user before (its signed ``whistle_device``
+    cookie) is not held up by the account's wait nor by its address's limit: someone
+    guessing cannot lock the owner out, even from the same address (one office, one
+    proxy). The owner's own mistakes are counted on that browser."""
+    settings = whistle.config.dashboard
+    settings.max_failed_logins_per_ip = 8
+    await make_user(whistle, "chief2", unit="g02")
+    owner = await logged_in(client, whistle, "chief1", unit="g01")
+    status, _, _ = await owner.post("/logout", {})
+    assert status == 303
+    attacker = client()
+    for attempt in range(8):
+        status, _, _ = await attacker.login("chief1", f"guess {attempt}")
+        assert status == 401
+    assert (await user_row(whistle, "chief1")).locked_until > clock.now
+    status, text, _ = await attacker.login("chief1")  # even the right password, from here
+    assert status == 429 and "Too many failed logins" in text
+    status, _, _ = await owner.login("chief1")  # same address, within the account's wait
+    assert status == 303
+    assert (await user_row(whistle, "chief1")).failed_logins >= settings.max_failed_logins
+    # the cookie speaks for chief1 only
+    status, _, _ = await owner.login("chief2")
+    assert status == 429
+    # the owner's own mistakes: max_failed_logins of them, then the browser is a stranger
+    for attempt in range(settings.max_failed_logins):
+        status, _, _ = await owner.login("chief1", f"typo {attempt}")
+        assert status == 401
+    status, _, _ = await owner.login("chief1")
+    assert status == 429
+    # a forged cookie is a stranger's
+    forger = client()
+    user = await user_row(whistle, "chief1")
+    forger.http.cookie_jar.update_cookies({"whistle_device": f"{user.id}.{int(clock.now.timestamp())}.{'0' * 32}"})
+    status, _, _ = await forger.login("chief1")
+    assert status == 429
+
+
+async def test_the_address_is_taken_from_a_trusted_proxy_only(config, clock):
+    """Behind the reverse proxy every request comes from the proxy: its X-Forwarded-For
+    names the client, so one guesser slows only its own address. A client cannot choose
+    its address by sending the header itself."""
+    from bot.app import Whistle
+    config.web.trusted_proxies = ["127.0.0.1"]
+    config.dashboard.max_failed_logins_per_ip = 2
+    service = Whistle(config, clock=clock)
+    await service.start()
+    clients = []
+
+    def browser(forwarded: str) -> Client:
+        clients.append(Client(service, {"X-Forwarded-For": forwarded}))
+        return clients[-1]
+    try:
+        await make_user(service, "chief1", unit="g01")
+        attacker = browser("203.0.113.5")
+        for attempt in range(2):
+            status, _, _ = await attacker.login("chief1", f"guess {attempt}")
+            assert status == 401
+        status, _, _ = await attacker.login("chief1")
+        assert status == 429
+        # a spoofed hop in front of the real one changes nothing: the proxy's is believed
+        status, _, _ = await browser("198.51.100.7, 203.0.113.5").login("chief1")
+        assert status == 429
+        status, _, _ = await browser("198.51.100.7").login("chief1")  # a colleague
+        assert status == 303
+    finally:
+        for c in clients:
+            await c.close()
+        await service.stop()
+
+
+async def test_x_forwarded_for_is_ignored_without_a_trusted_proxy(whistle, client):
+    whistle.config.dashboard.max_failed_logins_per_ip = 2
+    await make_user(whistle, "chief1", unit="g01")
+    for attempt in range(2):
+        c = Client(whistle, {"X-Forwarded-For": f"203.0.113.{attempt}"})
+        try:
+            status, _, _ = await c.login("chief1", "guess")
+        finally:
+            await c.close()
+        assert status == 401
+    c = Client(whistle, {"X-Forwarded-For": "198.51.100.7"})
+    try:
+        status, _, _ = await c.login("chief1")
+    finally:
+        await c.close()
+    assert status == 429
+
+
+async def test_logging_in_can_end_the_other_sessions(whistle, client):
+    first = await logged_in(client, whistle, "chief1", unit="g01")
+    second = client()
+    assert (await second.login("chief1"))[0] == 303
+    status, text, _ = await second.get("/login")
+    assert "end_others" in text  # the choice is on the form
+    assert (await first.get("/overview"))[0] == 200  # without the choice: both stay
+    third = client()
+    assert (await third.login("chief1", end_others="1"))[0] == 303
+    for other in (first, second):
+        status, _, response = await other.get("/overview")
+        assert status == 303 and "/login" in response.headers["Location"]
+    assert (await third.get("/overview"))[0] == 200
+    assert await count(whistle, WebSession) == 1
 
 
 async def test_failed_logins_slow_down_an_address(whistle, client, clock):
@@ -320,6 +450,24 @@ async def test_disabled_user_is_out_at_once(whistle, client):
     assert status == 303
     status, _, _ = await c.login("chief1")
     assert status == 401
+
+
+async def test_a_logged_in_user_can_log_out_the_other_sessions(whistle, client):
+    here = await logged_in(client, whistle, "chief1", unit="g01")
+    there = client()
+    assert (await there.login("chief1"))[0] == 303
+    elsewhere = await logged_in(client, whistle, "chief2", unit="g02")  # another user's
+    status, text, _ = await here.get("/overview")
+    assert 'action="/dashboard/logout-others"' in text
+    status, _, _ = await here.post("/logout-others", {}, csrf=False)
+    assert status == 403  # a POST like any other: the CSRF token is required
+    status, _, response = await here.post("/logout-others", {})
+    assert status == 303 and response.headers["Location"].endswith("/overview")
+    assert (await here.get("/overview"))[0] == 200
+    status, _, response = await there.get("/overview")
+    assert status == 303 and "/login" in response.headers["Location"]
+    assert (await elsewhere.get("/overview"))[0] == 200
+    assert await count(whistle, WebSession) == 2
 
 
 async def test_user_rules(whistle):
@@ -380,6 +528,34 @@ async def test_cli_user_commands(database_url, monkeypatch, capsys):
     assert code == 0 and "disabled chief1" in out
     assert "chief1\tg01\tp-wangjianguo\tdisabled" in (await cli("list"))[1]
     assert (await cli("disable", "nobody"))[0] == 1
+
+
+async def test_an_admin_unlocks_an_account_from_the_cli(whistle, client, database_url,
+                                                       monkeypatch, capsys):
+    from bot.__main__ import main
+    monkeypatch.setenv("WHISTLE_DATABASE_URL", database_url)
+    settings = whistle.config.dashboard
+    settings.max_failed_logins_per_ip = 1000
+    await make_user(whistle, "chief1", unit="g01")
+    c = client()
+    for attempt in range(settings.max_failed_logins + 1):
+        await c.login("chief1", "wrong password")
+    assert (await c.login("chief1"))[0] == 401  # within the wait
+
+    async def cli(*args: str) -> tuple[int, str, str]:
+        code = await asyncio.to_thread(
+            main, ["--config", str(ROOT / "config.example.toml"), "user", *args])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+    code, out, _ = await cli("list")
+    assert code == 0 and f"chief1\tg01\t-\tactive ({settings.max_failed_logins} failed logins)" in out
+    code, out, err = await cli("unlock", "chief1")
+    assert code == 0 and "unlocked chief1" in out, err
+    user = await user_row(whistle, "chief1")
+    assert user.failed_logins == 0 and user.locked_until is None
+    assert (await c.login("chief1"))[0] == 303
+    code, _, err = await cli("unlock", "nobody")
+    assert code == 1 and "no user" in err
 
 
 # ---- scope ----------------------------------------------------------------------------------

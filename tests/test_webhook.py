@@ -46,7 +46,7 @@ def start_update(api, user_id: int, text: str = "/start") -> dict:
     return {"update_id": 900_000 + message["message_id"] + user_id, "message": copy.deepcopy(message)}
 
 
-async def post(whistle, body, headers=None, raw: bytes | None = None) -> tuple[int, str]:
+async def post(whistle, body, headers=None, raw=None) -> tuple[int, str]:
     url = whistle.web.origin + whistle.config.telegram.webhook_path
     async with aiohttp.ClientSession() as session:
         kwargs = {"data": raw} if raw is not None else {"json": body}
@@ -103,6 +103,26 @@ async def test_a_malformed_body_gets_400(whistle, api, raw):
     await api.wait_idle()
     assert await inbox_rows(whistle) == 0
     assert not [name for name, _ in api.requests if name.startswith("send")]
+
+
+async def test_a_body_over_the_update_limit_gets_413(whistle, api):
+    """An update is read up to 1 MB (bot.web.UPDATE_BODY_BYTES): a longer body is cut off
+    there, even one sent without a length (chunked), and nothing is handled."""
+    from bot.web import UPDATE_BODY_BYTES
+
+    async def chunks():
+        yield b'{"update_id": 7, "message": {"text": "'
+        for _ in range(UPDATE_BODY_BYTES // 65536 + 1):
+            yield b"a" * 65536
+        yield b'"}}'
+    status, _ = await post(whistle, None, {HEADER: SECRET, "Content-Type": "application/json"},
+                           chunks())
+    assert status == 413
+    status, _ = await post(whistle, None, {HEADER: SECRET, "Content-Type": "application/json"},
+                           b"x" * (UPDATE_BODY_BYTES + 1))
+    assert status == 413
+    await api.wait_idle()
+    assert await inbox_rows(whistle) == 0
 
 
 async def test_the_right_secret_is_handled(whistle, api, people):

@@ -500,6 +500,28 @@ async def test_forged_or_malformed_callbacks_are_rejected(service, wecom_api, cl
     assert (identities, inbox, wecom_api.to("mallory")) == (0, 0, [])
 
 
+async def test_a_callback_body_over_the_limit_is_cut_off_and_rejected(service, wecom_api, clock,
+                                                                      caplog):
+    """A body without a length (chunked) is read only up to the callback's limit (1 MB),
+    then refused with 413, logged, and nothing is processed."""
+    from bot.wecom.callback import MAX_BODY
+    member = Member(service, wecom_api, clock, "mallory")
+    query, body = member.request(member.plaintext("text", Content="a report"))
+
+    async def chunks():
+        yield body.encode()[:-6]  # everything but "</xml>", then padding
+        for _ in range(MAX_BODY // 65536 + 1):
+            yield b" " * 65536
+        yield b"</xml>"
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{member.url}?{query}", data=chunks()) as response:
+            assert response.status == 413
+    assert "rejected" in caplog.text and "too large" in caplog.text
+    assert not service.wecom._tasks
+    inbox = await service.db.run(lambda s: s.scalar(select(func.count()).select_from(Inbox)))
+    assert inbox == 0
+
+
 async def test_units_with_wecom_staff_are_bound_to_their_members(service):
     async def bound(session):
         rows = await session.execute(select(Unit.code, ChatBinding.chat_id).join(

@@ -1,5 +1,6 @@
 """``python -m bot user add NAME (--unit CODE | --admin) [--person CODE] [--password-stdin]``,
-``user list`` and ``user disable NAME``: dashboard logins, managed on the server."""
+``user list``, ``user unlock NAME`` (forget its failed logins) and ``user disable NAME``:
+dashboard logins, managed on the server."""
 from __future__ import annotations
 
 import argparse
@@ -24,6 +25,8 @@ def add_parser(sub) -> None:
                      help="read the password from the first line of standard input")
     user.add_parser("list", help="list the logins")
     user.add_parser("disable", help="disable a login and end its sessions").add_argument("name")
+    user.add_parser("unlock", help="forget a login's failed attempts (no more waiting)"
+                    ).add_argument("name")
 
 
 def _password(args: argparse.Namespace) -> str:
@@ -50,6 +53,9 @@ async def run(config, args: argparse.Namespace) -> int:
                 person_code=args.person))
             print(f"created dashboard user {user.username}"
                   + ("" if user.person_id else " (no person: it can look but not act)"))
+        elif args.user_command == "unlock":
+            user = await service.db.run(lambda s: auth.unlock_user(s, args.name))
+            print(f"unlocked {user.username}: its failed logins are forgotten")
         elif args.user_command == "disable":
             user = await service.db.run(lambda s: auth.disable_user(s, args.name))
             print(f"disabled {user.username}; its sessions are ended")
@@ -60,7 +66,9 @@ async def run(config, args: argparse.Namespace) -> int:
             for user, unit, person in rows:
                 scope = "admin" if user.is_admin else (unit.code if unit else "-")
                 state = "disabled" if user.disabled else (
-                    "locked" if user.locked_until and user.locked_until > now else "active")
+                    "waiting" if user.locked_until and user.locked_until > now else "active")
+                if user.failed_logins and not user.disabled:
+                    state += f" ({user.failed_logins} failed logins)"
                 last = f"{user.last_login_at:%Y-%m-%d %H:%M}Z" if user.last_login_at else "never"
                 print(f"{user.username}\t{scope}\t{person.code if person and person.code else '-'}"
                       f"\t{state}\tlast login {last}")

@@ -46,7 +46,11 @@ def endpoint(handler):
                 400, t._("Unknown format {format}: use .xml or .json.", format=fmt)))
         fields = dict(request.query)
         if request.method == "POST":
-            fields.update({k: v for k, v in (await request.post()).items() if isinstance(v, str)})
+            try:
+                form = await request.post()
+            except web.HTTPRequestEntityTooLarge:  # a chunked body, cut off at the limit
+                return _too_large(request, request.client_max_size)
+            fields.update({k: v for k, v in form.items() if isinstance(v, str)})
         call = Call(request, fields)
         try:
             params.check_jurisdiction(fields, call.config.open311.jurisdiction_id, call.t)
@@ -59,7 +63,15 @@ def endpoint(handler):
             log.exception("Open311 %s %s failed", request.method, request.path)
             return error_response(fmt, Open311Error(500, call.t._(
                 "General service error; please try again later.")))
+    wrapper.body_too_large = _too_large  # bot.web.guard: a too long body, before it is read
     return wrapper
+
+
+def _too_large(request: web.Request, limit: int) -> web.Response:
+    fmt = request.match_info.get("format", "").lower()
+    t = whistle_of(request).i18n.get(None)
+    return error_response(fmt if fmt in FORMATS else "xml", Open311Error(413, t._(
+        "The request body is too large: at most {limit} bytes.", limit=limit)))
 
 
 @endpoint

@@ -44,7 +44,8 @@ def routes(config: Config):
         return web.Response(text="ok")
 
     def add(app: web.Application) -> None:
-        app.router.add_post(config.telegram.webhook_path, receive)
+        from bot.web import UPDATE_BODY_BYTES, body_limit
+        app.router.add_post(config.telegram.webhook_path, body_limit(UPDATE_BODY_BYTES)(receive))
     return add
 
 

@@ -17,12 +17,12 @@ from aiohttp import web
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
-from bot.web import RouteAdder, whistle_of
+from bot.web import UPDATE_BODY_BYTES, RouteAdder, body_limit, whistle_of
 
 from .crypto import CryptoError
 
 log = logging.getLogger(__name__)
-MAX_BODY = 1024 * 1024  # WeCom's callbacks are a few kilobytes
+MAX_BODY = UPDATE_BODY_BYTES  # WeCom's callbacks are a few kilobytes
 
 
 class Rejected(Exception):
@@ -36,7 +36,7 @@ def face(config) -> RouteAdder:
 
     def add(app: web.Application) -> None:
         app.router.add_get(path, verify_url)
-        app.router.add_post(path, receive)
+        app.router.add_post(path, body_limit(MAX_BODY)(receive))
     return add
 
 
@@ -110,9 +110,10 @@ async def receive(request: web.Request) -> web.Response:
     try:
         signature, timestamp, nonce = _params(request, "msg_signature", "timestamp", "nonce")
         _fresh(whistle, timestamp)
-        if request.content_length is not None and request.content_length > MAX_BODY:
-            raise Rejected(413, "body too large")
-        body = await request.text()
+        try:  # a longer body was refused before it was read (bot.web.guard)
+            body = await request.text()
+        except web.HTTPRequestEntityTooLarge:  # a chunked one, cut off at the limit
+            raise Rejected(413, "body too large") from None
         outer = parse_xml(body)
         encrypted = outer.get("Encrypt", "")
         if not encrypted:
