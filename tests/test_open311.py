@@ -441,7 +441,7 @@ async def test_the_openapi_document_names_every_endpoint(whistle):
     validate_openapi(document)  # raises on anything OpenAPI 3 does not allow
     assert document["servers"] == [{"url": "/open311/v2"}]
     operations = {(path, method) for path, item in document["paths"].items() for method in item}
-    assert operations == {("/services.{format}", "get"), ("/services/{service_code}.{format}", "get"),
+    assert operations == {("/discovery.{format}", "get"), ("/services.{format}", "get"), ("/services/{service_code}.{format}", "get"),
                           ("/requests.{format}", "get"), ("/requests.{format}", "post"),
                           ("/requests/{service_request_id}.{format}", "get")}
     refs = re.findall(r'"\$ref": "#/components/schemas/(\w+)"', answer.text)

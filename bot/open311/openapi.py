@@ -7,7 +7,10 @@ from aiohttp import web
 
 from bot.web import whistle_of
 
-from .params import MAX_ADDRESS, MAX_ADDRESS_ID, MAX_EMAIL, MAX_NAME, MAX_URL
+from .params import (
+    MAX_ADDRESS, MAX_ADDRESS_ID, MAX_EMAIL, MAX_NAME, MAX_URL, MAX_YEAR, MIN_YEAR, PHONE_PATTERN,
+)
+from .views import KEY_HEADER
 
 
 def _ref(name: str) -> dict:
@@ -20,10 +23,17 @@ def _param(name: str, where: str, description: str, schema: dict | None = None,
             "description": description, "schema": schema or {"type": "string"}}
 
 
+ALWAYS = {"400": "Missing or invalid parameters (every problem is listed), or the spec's "
+                 "general service error",
+          "404": "Unknown jurisdiction_id",
+          "405": "Another method is needed (the Allow header names it)"}
+
+
 def _answers(ok: dict, description: str, errors: dict[str, str]) -> dict:
+    """200 and every error status the server answers, each with the spec's error document."""
     out = {"200": {"description": description, "content": {
         "application/json": {"schema": ok}, "text/xml": {"schema": {"type": "string"}}}}}
-    for status, text in errors.items():
+    for status, text in sorted({**ALWAYS, **errors}.items()):
         out[status] = {"description": text, "content": {
             "application/json": {"schema": {"type": "array", "items": _ref("Error")}},
             "text/xml": {"schema": {"type": "string"}}}}
@@ -73,9 +83,24 @@ def document(config, server_url: str) -> dict:
             "service_request_id": text, "service_notice": nullable, "account_id": nullable}},
         "Error": {"type": "object", "properties": {"code": {"type": "integer"},
                                                    "description": text}},
-        "NewRequest": {"type": "object", "required": ["api_key", "service_code", "description"],
-                       "properties": {
-            "api_key": {**text, "description": "From `python -m bot apikey add NAME`."},
+        "Discovery": {"type": "object", "properties": {
+            "changeset": {"type": "string", "format": "date-time"},
+            "contact": nullable, "key_service": nullable,
+            "endpoints": {"type": "array", "items": {"type": "object", "properties": {
+                "specification": text, "url": text,
+                "changeset": {"type": "string", "format": "date-time"},
+                "type": {"type": "string", "enum": ["production", "test"]},
+                "formats": {"type": "array", "items": text}}}}}},
+        "NewRequest": {
+            "type": "object", "required": ["service_code"],
+            # a location is required: a point, or an address, or an address id
+            "anyOf": [{"required": ["lat", "long"]}, {"required": ["address_string"]},
+                      {"required": ["address_id"]}],
+            "properties": {
+            "api_key": {"type": "string", "maxLength": 200,
+                        "description": "From `python -m bot apikey add NAME`. Required, here "
+                                       f"or in the {KEY_HEADER} (or Authorization: Bearer) "
+                                       "header."},
             "jurisdiction_id": text, "service_code": {"type": "string", "enum": codes},
             "lat": {"type": "number", "minimum": -90, "maximum": 90},
             "long": {"type": "number", "minimum": -180, "maximum": 180},
@@ -83,15 +108,18 @@ def document(config, server_url: str) -> dict:
             "address_id": {"type": "string", "maxLength": MAX_ADDRESS_ID},
             "attribute[grid]": {**text, "description": "A grid code from the service "
                                 "definition; used only when no point decides."},
-            "description": {"type": "string", "maxLength": o.max_description},
+            "description": {"type": "string", "maxLength": o.max_description,
+                            "description": "Optional, as in the spec."},
             "media_url": {"type": "string", "format": "uri", "maxLength": MAX_URL},
-            "email": {"type": "string", "maxLength": MAX_EMAIL},
+            "email": {"type": "string", "format": "email", "maxLength": MAX_EMAIL,
+                      "description": "Left out (and service_notice says so) if malformed."},
             "first_name": {"type": "string", "maxLength": MAX_NAME},
             "last_name": {"type": "string", "maxLength": MAX_NAME},
-            "phone": text, "device_id": text, "account_id": text}},
+            "phone": {"type": "string", "pattern": PHONE_PATTERN,
+                      "description": "Left out (and service_notice says so) if malformed."},
+            "device_id": text, "account_id": text}},
     }
-    bad = {"400": "Missing or invalid parameters (every problem is listed)",
-           "404": "Unknown jurisdiction_id"}
+    date_range = f"W3C date-time, in the years {MIN_YEAR} to {MAX_YEAR}"
     return {
         "openapi": "3.0.3",
         "info": {"title": "Whistle Open311 GeoReport v2", "version": "2",
@@ -99,16 +127,20 @@ def document(config, server_url: str) -> dict:
                                 "of residents is never returned. See docs/open311.md."},
         "servers": [{"url": server_url}],
         "paths": {
+            "/discovery.{format}": {"get": {
+                "operationId": "getDiscovery", "summary": "The spec's service discovery document",
+                "parameters": [fmt, *common],
+                "responses": _answers(_ref("Discovery"), "This endpoint", {})}},
             "/services.{format}": {"get": {
                 "operationId": "getServices", "summary": "The categories as services",
                 "parameters": [fmt, *common],
                 "responses": _answers({"type": "array", "items": _ref("Service")},
-                                      "The services", bad)}},
+                                      "The services", {})}},
             "/services/{service_code}.{format}": {"get": {
                 "operationId": "getServiceDefinition", "summary": "A service's attributes",
                 "parameters": [_param("service_code", "path", "A service_code"), fmt, *common],
                 "responses": _answers(_ref("ServiceDefinition"), "The definition",
-                                      {**bad, "404": "Unknown service_code or jurisdiction_id"})}},
+                                      {"404": "Unknown service_code or jurisdiction_id"})}},
             "/requests.{format}": {
                 "get": {
                     "operationId": "getServiceRequests",
@@ -118,34 +150,51 @@ def document(config, server_url: str) -> dict:
                                    _param("service_request_id", "query",
                                           "Comma-separated numbers; overrides the rest"),
                                    _param("service_code", "query", "Comma-separated codes"),
-                                   _param("start_date", "query", "W3C date-time",
+                                   _param("start_date", "query", date_range,
                                           {"type": "string", "format": "date-time"}),
-                                   _param("end_date", "query", "W3C date-time",
+                                   _param("end_date", "query", date_range,
                                           {"type": "string", "format": "date-time"}),
                                    _param("status", "query", "open, closed or both")],
                     "responses": _answers({"type": "array", "items": _ref("ServiceRequest")},
-                                          "The requests", bad)},
+                                          "The requests", {})},
                 "post": {
                     "operationId": "postServiceRequest",
                     "summary": "Report a problem: it is routed and posted to the grid's chat",
-                    "parameters": [fmt],
+                    "parameters": [fmt, _param(KEY_HEADER, "header",
+                                               "The api_key, if not in the body")],
                     "requestBody": {"required": True, "content": {
-                        "application/x-www-form-urlencoded": {"schema": _ref("NewRequest")}}},
-                    "responses": _answers({"type": "array", "items": _ref("CreatedRequest")},
-                                          "The new request's number", {
-                        **bad, "403": "Missing, unknown or revoked api_key",
-                        "404": "Unknown service_code or jurisdiction_id"})}},
+                        "application/x-www-form-urlencoded": {"schema": _ref("NewRequest")},
+                        "multipart/form-data": {"schema": _ref("NewRequest")}}},
+                    "responses": _limited(_answers(
+                        {"type": "array", "items": _ref("CreatedRequest")},
+                        "The new request's number", {
+                            "403": "Missing, unknown or revoked api_key",
+                            "404": "Unknown service_code or jurisdiction_id",
+                            "429": f"More than {o.posts_per_minute} requests a minute with "
+                                   "this api_key (Retry-After says when to try again)"}),
+                        o.posts_per_minute)}},
             "/requests/{service_request_id}.{format}": {"get": {
                 "operationId": "getServiceRequest", "summary": "One request",
                 "parameters": [_param("service_request_id", "path", "A ticket number"), fmt,
                                *common],
                 "responses": _answers({"type": "array", "items": _ref("ServiceRequest")},
                                       "The request (a list of one)",
-                                      {**bad, "404": "Unknown service_request_id or "
+                                      {"404": "Unknown service_request_id or "
                                                      "jurisdiction_id"})}},
         },
         "components": {"schemas": schemas},
     }
+
+
+def _limited(responses: dict, per_minute: int) -> dict:
+    """The 429 only when a limit is set; with its Retry-After header."""
+    if not per_minute:
+        responses.pop("429")
+    else:
+        responses["429"]["headers"] = {"Retry-After": {
+            "description": "Seconds until the key may post again",
+            "schema": {"type": "integer"}}}
+    return responses
 
 
 async def serve(request: web.Request) -> web.Response:
