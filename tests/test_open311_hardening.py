@@ -9,7 +9,7 @@ import logging
 
 import aiohttp
 import pytest
-from chat import Resident, body
+from chat import Resident, all_button_data, body
 from openapi_spec_validator import validate as validate_openapi
 from sqlalchemy import text as sql
 from test_open311 import (
@@ -79,15 +79,26 @@ async def test_a_chat_reports_phone_next_to_chinese_is_masked_in_get_requests(wh
     assert "我是张三，电话***，邮箱***" in {r["description"] for r in listed}
 
 
-async def test_the_me_too_list_masks_other_residents_descriptions(whistle, api, people):
+async def test_the_me_too_list_and_a_followed_timeline_mask_other_residents_numbers(
+        whistle, api, people):
     people(9101, "Qiao Mei", language="en")
     people(9001, "Li Si", language="en")
     first, other = Resident(api, 9101), Resident(api, 9001)
-    await walk_and_confirm(first, "垃圾堆在门口好几天了，电话13655556666，身份证11010519491231002X")
+    description = "垃圾堆在门口好几天了，电话13655556666，身份证11010519491231002X"
+    await walk_and_confirm(first, description)
     suggestions = await walk(other, "nearby", where=("point", offset(G07, north=20)))
     [line] = nearby_lines(suggestions)
     assert "13655556666" not in line and "1949" not in line, line
     assert "电话***，身份证***" in line, line
+
+    [data] = [d for d in all_button_data(suggestions) if d.startswith("mt:")]
+    await other.press(suggestions, data, "You now follow")
+    ticket_id = data.split(":")[1]
+    followed = await other.press(await other.text("/my", "Your reports"), f"my:{ticket_id}",
+                                 "Status")
+    assert "电话***，身份证***" in body(followed) and "13655556666" not in body(followed)
+    own = await first.press(await first.text("/my", "Your reports"), f"my:{ticket_id}", "Status")
+    assert description in body(own)  # the reporter sees what they wrote
 
 
 async def walk_and_confirm(r: Resident, description: str) -> None:
