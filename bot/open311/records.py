@@ -18,9 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.context import Core
 from models.geo import coarse
-from models.messages.masking import mask
 from models.lifecycle import FINAL, OPEN, STATE_LABELS, State
 from models.messages.i18n import Translator
+from models.messages.masking import mask
 from models.org.tree import display_name
 from models.store.tables import Ticket, Unit
 from models.tickets.cards import CLOSE_LABELS, ORDER_LABELS

@@ -53,9 +53,8 @@ def _personal(run: str) -> bool:
     digits = re.sub(r"\D", "", run)
     if len(digits) < MIN_DIGITS:
         return False
-    if _GROUPED.fullmatch(run.lstrip("+(")) and not _MOBILE.fullmatch(digits):
-        return False
-    return True
+    # an amount (1,000,000) is kept, unless its digits are a mobile number
+    return not _GROUPED.fullmatch(run.lstrip("+(")) or bool(_MOBILE.fullmatch(digits))
 
 
 def mask(text: str | None) -> str | None:
