@@ -38,15 +38,18 @@ _EMAIL = r"(?<![A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:[.。][A-Za
 # a run of digits, each separated from the next by at most three separators; an optional
 # leading + or (, and a final X of an identity card
 _RUN = rf"[+(]?\d(?:{_SEP}{{0,3}}\d)+(?:{_SEP}{{0,2}}[Xx](?![A-Za-z]))?"
-_PATTERN = re.compile(rf"(?P<keep>{_KEEP})|(?P<email>{_EMAIL})|(?P<run>{_RUN})")
+_EMAILS = re.compile(_EMAIL)
+# a lookahead first: the many positions that cannot start a number fail fast
+_NUMBERS = re.compile(rf"(?=[0-9+(])(?:(?P<keep>{_KEEP})|(?P<run>{_RUN}))")
 _GROUPED = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?")  # 1,000,000: an amount
 _MOBILE = re.compile(r"(?:86)?1[3-9]\d{9}")
+_TO_PLAIN = re.compile("[\uff01-\uff5e\u3000" + "".join(_NUMERALS) + "]")
 MIN_DIGITS = 7
 
 
 def plain(text: str) -> str:
     """``text`` with full-width characters and Chinese numerals as ASCII, same length."""
-    return text.translate(_PLAIN)
+    return _TO_PLAIN.sub(lambda m: chr(_PLAIN[ord(m.group())]), text)
 
 
 def _personal(run: str) -> bool:
@@ -62,16 +65,20 @@ def mask(text: str | None) -> str | None:
     if not text:
         return text
     flat = plain(text)
-    out, last = [], 0
-    for match in _PATTERN.finditer(flat):
-        if match.lastgroup == "keep" or (match.lastgroup == "run"
-                                         and not _personal(match.group())):
+    spans = []
+    if "@" in flat:
+        spans = [match.span() for match in _EMAILS.finditer(flat)]
+        for begin, end in spans:  # an address's digits are not looked at again
+            flat = flat[:begin] + "\x00" * (end - begin) + flat[end:]
+    for match in _NUMBERS.finditer(flat):
+        if match.lastgroup == "keep" or not _personal(match.group()):
             continue
-        start = match.start()
-        if match.lastgroup == "run" and flat[start] == "(":
-            start += 1  # "(010)6655-4433": the bracket stays, the number goes
-        out.append(text[last:start])
+        begin = match.start() + (flat[match.start()] == "(")  # "(010)…": the bracket stays
+        spans.append((begin, match.end()))
+    out, last = [], 0
+    for begin, end in sorted(spans):
+        out.append(text[last:begin])
         out.append(MASK)
-        last = match.end()
+        last = end
     out.append(text[last:])
     return "".join(out)
