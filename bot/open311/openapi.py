@@ -19,8 +19,23 @@ def _ref(name: str) -> dict:
 
 def _param(name: str, where: str, description: str, schema: dict | None = None,
            required: bool = False) -> dict:
-    return {"name": name, "in": where, "required": required or where == "path",
-            "description": description, "schema": schema or {"type": "string"}}
+    out = {"name": name, "in": where, "required": required or where == "path",
+           "description": description, "schema": schema or {"type": "string"}}
+    if where == "query":
+        out["allowEmptyValue"] = True  # an empty parameter counts as absent
+    return out
+
+
+def _one_of_words(*words: str) -> str:
+    """An ECMA-262 pattern for a comma-separated list of ``words``, any case (the server
+    lower-cases it and skips empty items)."""
+    word = "|".join("".join(f"[{c.upper()}{c.lower()}]" for c in w) for w in words)
+    return f"^[ ,]*(({word})[ ,]*)*$"
+
+
+# the years start_date and end_date may have (in both the date-time and the bare date)
+_YEARS = "^(19[7-9][0-9]|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])-"
+assert MIN_YEAR == 1970 and MAX_YEAR == 9998  # what _YEARS says
 
 
 ALWAYS = {"400": "Missing or invalid parameters (every problem is listed), or the spec's "
@@ -46,8 +61,8 @@ def document(config, server_url: str) -> dict:
     common = [_param("jurisdiction_id", "query",
                      "Accepted always; when this deployment names one, it must match."),
               _param("locale", "query", "zh_Hans (default) or en: the language of names "
-                     "and texts; Accept-Language works too.",
-                     {"type": "string", "enum": ["zh_Hans", "en"]})]
+                     "and texts; Accept-Language works too; anything else gives the default.",
+                     {"type": "string", "example": "en"})]
     codes = [c.code for c in config.categories]
     text = {"type": "string"}
     nullable = {"type": "string", "nullable": True}
@@ -94,8 +109,15 @@ def document(config, server_url: str) -> dict:
         "NewRequest": {
             "type": "object", "required": ["service_code"],
             # a location is required: a point, or an address, or an address id
-            "anyOf": [{"required": ["lat", "long"]}, {"required": ["address_string"]},
-                      {"required": ["address_id"]}],
+            # (an empty address counts as absent)
+            "anyOf": [{"required": ["lat", "long"]},
+                      {"required": ["address_string"],
+                       "properties": {"address_string": {"minLength": 1, "pattern": r"\S"}}},
+                      {"required": ["address_id"],
+                       "properties": {"address_id": {"minLength": 1, "pattern": r"\S"}}}],
+            # lat and long come together
+            "allOf": [{"not": {"required": ["lat"], "not": {"required": ["long"]}}},
+                      {"not": {"required": ["long"], "not": {"required": ["lat"]}}}],
             "properties": {
             "api_key": {"type": "string", "maxLength": 200,
                         "description": "From `python -m bot apikey add NAME`. Required, here "
@@ -110,16 +132,24 @@ def document(config, server_url: str) -> dict:
                                 "definition; used only when no point decides."},
             "description": {"type": "string", "maxLength": o.max_description,
                             "description": "Optional, as in the spec."},
-            "media_url": {"type": "string", "format": "uri", "maxLength": MAX_URL},
-            "email": {"type": "string", "format": "email", "maxLength": MAX_EMAIL,
-                      "description": "Left out (and service_notice says so) if malformed."},
+            "media_url": {"type": "string", "maxLength": MAX_URL, "anyOf": [
+                {"format": "uri", "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^/?#]"},
+                {"maxLength": 0}]},
+            # never a reason to refuse a report: so neither has a format in the schema
+            "email": {"type": "string", "description": "An e-mail address (at most "
+                      f"{MAX_EMAIL} characters); left out, and service_notice says so, if "
+                      "malformed."},
             "first_name": {"type": "string", "maxLength": MAX_NAME},
             "last_name": {"type": "string", "maxLength": MAX_NAME},
-            "phone": {"type": "string", "pattern": PHONE_PATTERN,
-                      "description": "Left out (and service_notice says so) if malformed."},
+            "phone": {"type": "string", "description": "A phone number (digits, spaces, "
+                      f"+ - . ( ); {PHONE_PATTERN}); left out, and service_notice says so, "
+                      "if malformed."},
             "device_id": text, "account_id": text}},
     }
-    date_range = f"W3C date-time, in the years {MIN_YEAR} to {MAX_YEAR}"
+    date_range = (f"W3C date-time with a time zone, or a date (local midnight), in the years "
+                  f"{MIN_YEAR} to {MAX_YEAR}")
+    dates = {"type": "string", "anyOf": [
+        {"format": "date-time", "pattern": _YEARS}, {"format": "date", "pattern": _YEARS}]}
     return {
         "openapi": "3.0.3",
         "info": {"title": "Whistle Open311 GeoReport v2", "version": "2",
@@ -150,11 +180,11 @@ def document(config, server_url: str) -> dict:
                                    _param("service_request_id", "query",
                                           "Comma-separated numbers; overrides the rest"),
                                    _param("service_code", "query", "Comma-separated codes"),
-                                   _param("start_date", "query", date_range,
-                                          {"type": "string", "format": "date-time"}),
-                                   _param("end_date", "query", date_range,
-                                          {"type": "string", "format": "date-time"}),
-                                   _param("status", "query", "open, closed or both")],
+                                   _param("start_date", "query", date_range, dates),
+                                   _param("end_date", "query", date_range, dates),
+                                   _param("status", "query", "open, closed or both", {
+                                       "type": "string",
+                                       "pattern": _one_of_words("open", "closed")})],
                     "responses": _answers({"type": "array", "items": _ref("ServiceRequest")},
                                           "The requests", {})},
                 "post": {
