@@ -68,7 +68,7 @@ async def test_a_chat_reports_phone_next_to_chinese_is_masked_in_get_requests(wh
     description = "我是张三，电话13655556666，邮箱zs＠mail.cn"
     await file_report(api, whistle, resident, description=description)
     key = await new_key(whistle)
-    for i, (given, shown) in enumerate(LEAKS[1:8]):
+    for given, _shown in LEAKS[1:8]:
         await posted_number(whistle, key, **{**GARBAGE, "description": given})
     for fmt in FORMATS:
         page = await call(whistle, "GET", "requests", fmt)
