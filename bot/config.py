@@ -149,6 +149,12 @@ class Open311Config(Strict):
     max_description: int = Field(4000, ge=10, le=100_000)
     default_days: int = Field(90, ge=1)  # GET requests: the default and the longest range
     max_results: int = Field(1000, ge=1, le=10_000)
+    # a chat report's point is published as the centre of a cell this many metres wide
+    # (0 = exact); a category with public_exact = true is published exactly
+    location_precision_m: float = Field(100, ge=0, le=100_000)
+    posts_per_minute: int = Field(30, ge=0)  # POST requests per API key and minute (0 = no limit)
+    contact: str = Field("", max_length=500)  # service discovery: who to ask about the API
+    key_service: str = Field("", max_length=500)  # service discovery: how to get a key
 
 
 class ReportConfig(Strict):
@@ -294,6 +300,7 @@ class Category(Strict):
     klass: Literal["enforcement", "request"] = Field(alias="class")
     order_type: Literal["emergency", "routine", "key"] = "routine"
     deadlines: TimerOverride = TimerOverride()
+    public_exact: bool = False  # Open311 publishes a chat report's exact point (e.g. street lights)
 
 
 class Config(Strict):

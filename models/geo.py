@@ -58,3 +58,23 @@ def gcj_to_wgs(lat: float, lon: float, tolerance: float = 1e-9) -> tuple[float, 
         if abs(dlat) < tolerance and abs(dlon) < tolerance:
             break
     return wlat, wlon
+
+
+METRES_PER_DEGREE = 111_320.0  # of latitude (and of longitude at the equator)
+
+
+def coarse(lat: float, lon: float, metres: float) -> tuple[float, float]:
+    """The centre of the cell of about ``metres`` × ``metres`` the point falls in: a
+    point published without giving away the exact place (a door, a home). The same
+    cell always gives the same centre, so repeated readings reveal nothing more.
+    ``metres`` ≤ 0: the point as it is."""
+    if metres <= 0:
+        return lat, lon
+    step_lat = metres / METRES_PER_DEGREE
+    cell_lat = math.floor(lat / step_lat)
+    centre_lat = (cell_lat + 0.5) * step_lat
+    # the longitude step of the cell's row, so a cell is about as wide as it is high
+    step_lon = metres / (METRES_PER_DEGREE * max(math.cos(math.radians(centre_lat)), 0.01))
+    centre_lon = (math.floor(lon / step_lon) + 0.5) * step_lon
+    return round(max(-90.0, min(90.0, centre_lat)), 6), round(
+        (centre_lon + 180.0) % 360.0 - 180.0, 6)

@@ -279,7 +279,7 @@ async def my_ticket(session, core: Core, person: Person, t: Translator, inp: Inp
         buttons.append(Button(t._("➕ Add a comment or photo"), "ad", str(ticket.id)))
     if ticket.reporter_id != person.id:
         buttons.append(Button(t._("🔕 Stop following"), "uf", str(ticket.id)))
-    say(session, core, inp, await timeline_text(session, core, ticket, t),
+    say(session, core, inp, await timeline_text(session, core, ticket, t, person.id),
         buttons=[buttons] if buttons else [])
     return Reply()
 

@@ -20,7 +20,10 @@ MAX_ADDRESS_ID = 64
 MAX_NAME = 100
 MAX_EMAIL = 254
 MAX_URL = 1000
-_PHONE = re.compile(r"^\+?[0-9][0-9 ()\-.]{1,30}$")
+MIN_YEAR, MAX_YEAR = 1970, 9998  # start_date and end_date (later ones would overflow)
+PHONE_PATTERN = r"^\+?[0-9][0-9 ()\-.]{1,30}$"
+_PHONE = re.compile(PHONE_PATTERN)
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # keeps tabs and line breaks
 
 
@@ -55,6 +58,9 @@ def w3_datetime(text: str, name: str, tz, t: Translator) -> datetime:
     if moment is None or (moment.tzinfo is None and len(text) != 10):
         raise Open311Error(400, t._("{name} must be a W3C date-time with a time zone, "
                                     "e.g. 2010-01-01T00:00:00Z.", name=name))
+    if not MIN_YEAR <= moment.year <= MAX_YEAR:
+        raise Open311Error(400, t._("{name} must be a date between the years {first} and {last}.",
+                                    name=name, first=MIN_YEAR, last=MAX_YEAR))
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=tz)
 
 
@@ -80,8 +86,11 @@ def request_query(params: Mapping[str, str], config, now: datetime, t: Translato
                 continue
             start, end = (moment, end) if name == "start_date" else (start, moment)
     if not errors:
-        end = end or (start + span if start else now)
-        start = start or end - span
+        try:
+            end = end or (start + span if start else now)
+            start = start or end - span
+        except OverflowError:  # a huge default_days
+            raise Open311Error(400, t._("start_date and end_date are out of range.")) from None
         if end < start:
             errors.append(t._("end_date is before start_date."))
         elif end - start > span:
@@ -93,8 +102,12 @@ def request_query(params: Mapping[str, str], config, now: datetime, t: Translato
                  start=start, end=end, limit=cfg.max_results)
 
 
-def new_report(params: Mapping[str, str], config, t: Translator) -> tuple[ExternalReport, str]:
-    """POST requests: the report and the grid code it names (``attribute[grid]``, or "")."""
+def new_report(params: Mapping[str, str], config,
+               t: Translator) -> tuple[ExternalReport, str, list[str]]:
+    """POST requests: the report, the grid code it names (``attribute[grid]``, or "") and
+    what was left out of it. ``description`` is optional, as in the spec; a malformed
+    ``phone`` or ``email`` does not refuse the report: the field is dropped, and the
+    notes say so (for ``service_notice``)."""
     code = value(params, "service_code")
     if code and config.category(code) is None:
         raise Open311Error(404, t._("service_code {code} was not found.", code=code))
@@ -109,9 +122,7 @@ def new_report(params: Mapping[str, str], config, t: Translator) -> tuple[Extern
     if len(address_id) > MAX_ADDRESS_ID:
         errors.append(t._("address_id is longer than {n} characters.", n=MAX_ADDRESS_ID))
     description = value(params, "description")
-    if not description:
-        errors.append(t._("description was not provided."))
-    elif len(description) > config.open311.max_description:
+    if len(description) > config.open311.max_description:
         errors.append(t._("description is longer than {n} characters.",
                           n=config.open311.max_description))
     media_url = value(params, "media_url")
@@ -120,12 +131,15 @@ def new_report(params: Mapping[str, str], config, t: Translator) -> tuple[Extern
                               or len(media_url) > MAX_URL):
         errors.append(t._("media_url must be an http or https URL of at most {n} characters.",
                           n=MAX_URL))
+    dropped = []
     email = value(params, "email").lower()
-    if email and (len(email) > MAX_EMAIL or "@" not in email):
-        errors.append(t._("email is not a valid e-mail address."))
+    if email and (len(email) > MAX_EMAIL or not _EMAIL.match(email)):
+        email = ""
+        dropped.append(t._("email is not a valid e-mail address and was left out."))
     phone = value(params, "phone")
     if phone and not _PHONE.match(phone):
-        errors.append(t._("phone is not a valid phone number."))
+        phone = ""
+        dropped.append(t._("phone is not a valid phone number and was left out."))
     names = [value(params, "first_name"), value(params, "last_name")]
     if any(len(n) > MAX_NAME for n in names):
         errors.append(t._("first_name and last_name may have at most {n} characters each.",
@@ -138,7 +152,7 @@ def new_report(params: Mapping[str, str], config, t: Translator) -> tuple[Extern
         category=code, description=description, location=location, address=address or None,
         address_id=address_id or None, media_url=media_url or None,
         name=" ".join(n for n in names if n), phone=phone or None, reporter_key=key)
-    return report, value(params, f"attribute[{GRID_ATTRIBUTE}]")
+    return report, value(params, f"attribute[{GRID_ATTRIBUTE}]"), dropped
 
 
 def _point(params: Mapping[str, str], t: Translator, errors: list[str]) -> tuple[float, float] | None:

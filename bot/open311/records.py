@@ -3,11 +3,13 @@
 Only public columns are read (never the reporter, their phone, the assignee or any
 chat id), one indexed query per page (``ticket.created_at``, ``ticket.number``), and
 the holders' names in one more. Free text written by people (description, address,
-resolution and close notes) has phone numbers and e-mail addresses masked, since a
-resident may have typed theirs into it."""
+resolution and close notes) has phone numbers, identity cards and e-mail addresses
+masked (``models.messages.masking``), since a resident may have typed theirs into it. A
+chat report's point is published as the centre of a cell of ``[open311]
+location_precision_m`` (about 100 m) unless its category is ``public_exact``; a point
+an API client posted is returned as it was given."""
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -15,8 +17,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.context import Core
+from models.geo import coarse
 from models.lifecycle import FINAL, OPEN, STATE_LABELS, State
 from models.messages.i18n import Translator
+from models.messages.masking import mask
 from models.org.tree import display_name
 from models.store.tables import Ticket, Unit
 from models.tickets.cards import CLOSE_LABELS, ORDER_LABELS
@@ -26,14 +30,12 @@ from .catalog import service_name
 STATUSES = {"open": sorted(s.value for s in OPEN),
             "closed": sorted({State.RESOLVED.value} | {s.value for s in FINAL})}
 PUBLIC_COLUMNS = (Ticket.id, Ticket.number, Ticket.category, Ticket.state, Ticket.order_type,
+                  Ticket.channel,
                   Ticket.description, Ticket.unit_id, Ticket.created_at, Ticket.updated_at,
                   Ticket.resolve_due_at, Ticket.address, Ticket.address_id, Ticket.lat,
                   Ticket.lon, Ticket.media_url, Ticket.resolution_note, Ticket.close_reason,
                   Ticket.close_note, Ticket.duplicate_of_id)
-MASK = "***"
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
-_DIGITS = re.compile(r"(?<!\w)\+?\d(?:[ \-().]{0,2}\d){6,}(?!\w)")
-_KEEP = re.compile(r"\d{8}-\d{4}|\d{4}[-./]\d{1,2}[-./]\d{1,2}")  # ticket numbers, dates
+API_CHANNEL = "open311"
 
 
 @dataclass(frozen=True)
@@ -52,12 +54,15 @@ def status_of(state: str) -> str:
     return "open" if state in STATUSES["open"] else "closed"
 
 
-def masked(text: str | None) -> str | None:
-    """``text`` with phone numbers and e-mail addresses replaced by ``***``."""
-    if not text:
-        return text
-    text = _EMAIL.sub(MASK, text)
-    return _DIGITS.sub(lambda m: m.group() if _KEEP.fullmatch(m.group()) else MASK, text)
+def published_point(config, row) -> tuple[float | None, float | None]:
+    """The point as published: a chat report's rounded to its cell (its reporter's door
+    stays private), unless the category is public_exact; an API client's as given."""
+    if row.lat is None or row.lon is None:
+        return None, None
+    category = config.category(row.category)
+    if row.channel == API_CHANNEL or (category is not None and category.public_exact):
+        return row.lat, row.lon
+    return coarse(row.lat, row.lon, config.open311.location_precision_m)
 
 
 async def find(session: AsyncSession, query: Query) -> list:
@@ -87,23 +92,24 @@ async def render(session: AsyncSession, core: Core, t: Translator, rows: list) -
 
 def _record(core: Core, t: Translator, row, unit: Unit | None, numbers: dict) -> dict:
     status = status_of(row.state)
+    lat, lon = published_point(core.config, row)
     return {
         "service_request_id": row.number,
         "status": status,
         "status_notes": _notes(t, row, numbers),
         "service_name": service_name(core.config, t, row.category),
         "service_code": row.category,
-        "description": masked(row.description),
+        "description": mask(row.description),
         "agency_responsible": display_name(unit, t.locale) if unit else None,
         "service_notice": _notice(core, t, row) if status == "open" else None,
         "requested_datetime": w3(core, row.created_at),
         "updated_datetime": w3(core, row.updated_at),
         "expected_datetime": w3(core, row.resolve_due_at),
-        "address": masked(row.address),
+        "address": mask(row.address),
         "address_id": row.address_id,
         "zipcode": None,
-        "lat": row.lat,
-        "long": row.lon,
+        "lat": lat,
+        "long": lon,
         "media_url": row.media_url,
     }
 
@@ -115,9 +121,9 @@ def _notes(t: Translator, row, numbers: dict) -> str:
         return t._("Duplicate of {number}.", number=numbers[row.duplicate_of_id])
     if row.state == State.CLOSED_NOT_FIXED:
         kind = t._(CLOSE_LABELS[row.close_reason]) if row.close_reason in CLOSE_LABELS else label
-        return f"{kind}: {masked(row.close_note)}" if row.close_note else kind
+        return f"{kind}: {mask(row.close_note)}" if row.close_note else kind
     if row.state in (State.RESOLVED, State.CLOSED) and row.resolution_note:
-        return f"{label}: {masked(row.resolution_note)}"
+        return f"{label}: {mask(row.resolution_note)}"
     return label
 
 

@@ -14,6 +14,7 @@ from models.inputs import Input, Reply, parse_id
 from models.lifecycle import STATE_LABELS, State
 from models.media.photos import PhotoError, require, store_photo
 from models.messages.i18n import Translator
+from models.messages.masking import mask
 from models.messages.outbox import Button, KeyButton, OutMessage, Target, enqueue
 from models.org import tree as org
 from models.org.names import category_name, unit_name
@@ -21,7 +22,7 @@ from models.org.people import load_dialogue
 from models.store.db import among
 from models.store.tables import Dialogue, Media, Person, Ticket, Unit
 from models.tickets import actions as tickets
-from models.tickets.cards import main_keyboard
+from models.tickets.cards import NO_DESCRIPTION, main_keyboard
 
 from . import nearby
 
@@ -169,7 +170,8 @@ class Intake:
             age = max(0, (now - ticket.created_at).days)
             where = t._("{m} m away", m=round(distance)) if distance is not None else t._("same grid")
             lines.append(t._("{n}. #{number} — {text} — {where}, {age} days ago, {status}",
-                             n=n, number=ticket.number, text=ticket.description[:60], where=where,
+                             n=n, number=ticket.number, text=mask(ticket.description)[:60] or t._(NO_DESCRIPTION),
+                             where=where,
                              age=age, status=t._(STATE_LABELS[State(ticket.state)])))
             buttons.append([Button(t._("{n}. That's it — me too", n=n), "mt", str(ticket.id))])
         buttons.append([Button(t._("No, it's a new problem"), "mn")])

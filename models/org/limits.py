@@ -1,11 +1,12 @@
-"""Abuse limits: per-resident budgets counted in ``rate_counter`` (so they hold across
-processes), and the ban list staff keep.
+"""Abuse limits: per-resident budgets (and per-client ones, such as an Open311 key's)
+counted in ``rate_counter`` (so they hold across processes), and the ban list staff keep.
 
 Over a limit a resident gets one polite answer per window and nothing else happens;
 staff (anyone with a role) are never limited."""
 from __future__ import annotations
 
 import functools
+import math
 from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, delete, func, select
@@ -48,6 +49,15 @@ def _minute(now: datetime) -> tuple[str, datetime]:
 def _hour(now: datetime) -> tuple[str, datetime]:
     start = now.replace(minute=0, second=0, microsecond=0)
     return start.strftime("%Y%m%d%H"), start + timedelta(hours=1)
+
+
+async def within_minute(session: AsyncSession, name: str, allowed: int,
+                        now: datetime) -> tuple[bool, int]:
+    """Count one use of ``name`` (an API key, say) in this minute: (within ``allowed``?,
+    seconds until the next minute). The count holds across processes."""
+    period, ends = _minute(now)
+    count = await bump(session, f"{PREFIX}{name}", period, ends)
+    return count <= allowed, max(1, math.ceil((ends - now).total_seconds()))
 
 
 async def is_staff(session: AsyncSession, person_id: int) -> bool:

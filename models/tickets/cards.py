@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from models.context import Core
 from models.lifecycle import STATE_LABELS, TRANSITIONS, WAITING, WORKING, Action, State
 from models.messages.i18n import N_, Translator
+from models.messages.masking import mask
 from models.messages.outbox import Button, KeyButton, OutMessage
 from models.org import tree as org
 from models.org.names import category_name, unit_name
@@ -55,6 +56,7 @@ EVENT_LABELS = {
     "closed_not_fixed": N_("closed, not fixed"),
 }
 REPORT_BUTTON = N_("📝 Report a problem")
+NO_DESCRIPTION = N_("(no description)")  # an Open311 report may come without one
 
 
 def main_keyboard(t: Translator) -> list[list[KeyButton]]:
@@ -79,7 +81,7 @@ async def card_text(session: AsyncSession, core: Core, ticket: Ticket, t: Transl
         f"{category_name(core, ticket.category, t)}",
         f"{t._(CLASS_LABELS[ticket.klass])} · {t._(ORDER_LABELS[ticket.order_type])}",
         "",
-        ticket.description,
+        ticket.description or t._(NO_DESCRIPTION),
         "",
         t._("📍 Grid: {grid}", grid=unit_name(grid, t)),
     ]
@@ -223,10 +225,14 @@ async def _notify_one(session, core: Core, ticket: Ticket, event: str, person_id
     await tell(session, core, person_id, render)
 
 
-async def timeline_text(session: AsyncSession, core: Core, ticket: Ticket, t: Translator) -> str:
-    """The resident's view of one ticket: status and every step, staff shown by role and name."""
+async def timeline_text(session: AsyncSession, core: Core, ticket: Ticket, t: Translator,
+                        viewer_id: int | None = None) -> str:
+    """The resident's view of one ticket: status and every step, staff shown by role and name.
+    Someone else's report (a follower's view) has its reporter's phone numbers masked."""
+    description = ticket.description if viewer_id == ticket.reporter_id else mask(
+        ticket.description)
     lines = [f"#{ticket.number} · {category_name(core, ticket.category, t)}",
-             ticket.description[:200], "",
+             description[:200] or t._(NO_DESCRIPTION), "",
              t._("📌 Status: {status}", status=t._(STATE_LABELS[State(ticket.state)])), ""]
     events = await session.scalars(select(TicketEvent).where(TicketEvent.ticket_id == ticket.id)
                                    .order_by(TicketEvent.at, TicketEvent.id))
