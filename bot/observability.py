@@ -4,6 +4,9 @@ Logs: the code logs through the standard ``logging`` module; structlog renders e
 record (ours and the libraries') as one JSON object a line, or readably on a terminal,
 and adds what ``structlog.contextvars`` holds for the task at hand — the update, chat
 and ticket being handled (bound by the Telegram handlers and by ``models.tickets.actions``).
+A traceback shows the code and the exception, never the frames' local variables, and one
+processor (``Redactor``) masks secrets and phone numbers in the message, every field and
+the rendered exception: logs go to journald, Docker and log shippers.
 
 Metrics: a per-service ``CollectorRegistry``. Counters and the sweep histogram count what
 *this* process did (Prometheus adds the processes up); the outbox and ticket figures are
@@ -14,8 +17,10 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import re
 import sys
-from datetime import datetime, timedelta
+from collections.abc import Iterable
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TextIO
 
 import structlog
@@ -31,18 +36,104 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import case, func, select, text
 
+from models.logs import secrets_in_hand
 from models.residents.privacy import FORGOTTEN
 from models.store.tables import Outbox, Ticket
 
 if TYPE_CHECKING:
     from bot.app import Whistle
-    from bot.config import LoggingConfig
+    from bot.config import Config, LoggingConfig
     from models.inputs import Reply
     from models.store.db import Database
 
 log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------- logs
+
+MASK = "[redacted]"
+# What a secret or a phone number looks like where no configuration names it
+PATTERNS = [
+    # a Telegram bot token, alone or in a Bot API URL (…/bot<token>/sendMessage)
+    (re.compile(r"(?<![0-9])[0-9]{5,}:[A-Za-z0-9_-]{30,}"), MASK),
+    # an Open311 API key (bot/open311/keys.py)
+    (re.compile(r"w311_[A-Za-z0-9_-]{10,}"), MASK),
+    # secrets in URLs, forms and reprs: ?access_token=…, corpsecret=…, token='…', key=…
+    (re.compile(r"(?i)((?<![A-Za-z0-9_])(?:api_key|access_token|corpsecret|secret|secret_token"
+                r"|token|metrics_token|password|passwd|csrf|csrf_token|encoding_aes_key"
+                r"""|whistle_session)['"]?\s*[=:]\s*['"]?|(?<![A-Za-z0-9_])key=)"""
+                r"""(?!\[redacted\])[^\s&'",;)\]}>]+"""), r"\1" + MASK),
+    # credentials in an HTTP header or a URL (postgresql://user:password@host)
+    (re.compile(r"(?i)((?:bearer|basic)\s+)[A-Za-z0-9._~+/=-]{6,}"), r"\1" + MASK),
+    (re.compile(r"(://[^/\s:@]+:)[^/\s@]+@"), r"\1" + MASK + "@"),
+    # phone numbers: a Chinese mobile (138 1234 5678, +86 13812345678) …
+    (re.compile(r"(?<![0-9])(?:\+?86[ -]?)?1[3-9][0-9](?:[ -]?[0-9]{4}){2}(?![0-9])"), MASK),
+    # … and any number in international form (+44 7911 123456)
+    (re.compile(r"(?<![0-9A-Za-z+])\+[1-9][0-9]{0,2}[ -]?[0-9](?:[ -]?[0-9]){6,13}(?![0-9])"), MASK),
+]
+PLAIN = (int, float, bool, type(None), datetime, date, timedelta)
+
+
+class Redactor:
+    """The last processor before rendering: masks the secrets it was told about (the
+    configuration's, see ``secrets_of``), those the task at hand holds
+    (``models.logs.keep_out_of_logs``: a password, a session cookie, an API key) and
+    whatever ``PATTERNS`` recognise, in the message, every field and the exception
+    (already rendered to text or to structured frames by then)."""
+
+    def __init__(self) -> None:
+        self.known: set[str] = set()
+        self._known_re: re.Pattern | None = None
+
+    def add(self, values: Iterable[str | None]) -> None:
+        new = {v for v in values if v and len(v) >= 6} - self.known
+        if new:
+            self.known |= new
+            self._known_re = _alternation(self.known)
+
+    def text(self, value: str) -> str:
+        if self._known_re is not None:
+            value = self._known_re.sub(MASK, value)
+        for secret in secrets_in_hand():
+            value = value.replace(secret, MASK)
+        for pattern, mask in PATTERNS:
+            value = pattern.sub(mask, value)
+        return value
+
+    def value(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, PLAIN):
+            return value
+        if isinstance(value, dict):
+            return {key: self.value(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple, set, frozenset)):
+            return [self.value(item) for item in value]
+        return self.text(str(value))  # what the renderer would show of it
+
+    def __call__(self, logger: Any, method: str, event_dict: dict) -> dict:
+        return {key: self.value(item) for key, item in event_dict.items()}
+
+
+def _alternation(values: Iterable[str]) -> re.Pattern:
+    """One pattern for many literal secrets (longest first, so no shorter one eats part of
+    a longer one)."""
+    return re.compile("|".join(re.escape(v) for v in sorted(values, key=len, reverse=True)))
+
+
+REDACT = Redactor()
+
+
+def secrets_of(config: Config) -> list[str]:
+    """The secrets a configuration holds: they are masked in every log line."""
+    from sqlalchemy.engine import make_url
+    try:
+        db_password = make_url(config.database.url).password
+    except Exception:  # a URL the database layer will refuse on its own
+        db_password = None
+    return [config.telegram.token, config.telegram.secret_token, config.wecom.secret,
+            config.wecom.token, config.wecom.encoding_aes_key, config.web.metrics_token,
+            *config.wecom.digest_webhooks.values(), db_password]
+
 
 def configure_logging(config: LoggingConfig | None = None, *, stream: TextIO | None = None,
                       verbose: bool = False) -> logging.Handler:
@@ -60,12 +151,21 @@ def configure_logging(config: LoggingConfig | None = None, *, stream: TextIO | N
         structlog.stdlib.ExtraAdder(),
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
-    renderer = (structlog.processors.JSONRenderer(ensure_ascii=False, default=str) if as_json
-                else structlog.dev.ConsoleRenderer(colors=stream.isatty()))
-    tail = [structlog.processors.dict_tracebacks] if as_json else []
+    # Tracebacks are rendered before the redaction, as frames (JSON) or plain text (console),
+    # without local variables: a frame's locals hold the bot (its token), the config, the
+    # update (a resident's text and phone number), the request's form.
+    if as_json:
+        tracebacks = structlog.processors.ExceptionRenderer(
+            structlog.tracebacks.ExceptionDictTransformer(show_locals=False))
+        renderer = structlog.processors.JSONRenderer(ensure_ascii=False, default=str)
+    else:
+        tracebacks = structlog.processors.format_exc_info
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=stream.isatty(), exception_formatter=structlog.dev.plain_traceback)
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tail, renderer])
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, tracebacks,
+                    REDACT, renderer])
     handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter)
     handler.whistle = True  # type: ignore[attr-defined]  # ours, replaced on the next call
@@ -77,6 +177,9 @@ def configure_logging(config: LoggingConfig | None = None, *, stream: TextIO | N
     root.setLevel(level)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    # aiosqlite's debug lines repeat every statement with its parameters (residents' texts,
+    # session and CSRF tokens) and say nothing an operator needs
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)
     structlog.configure(
         processors=[*shared[:1], structlog.stdlib.filter_by_level, *shared[1:],
                     structlog.stdlib.PositionalArgumentsFormatter(),

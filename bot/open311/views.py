@@ -9,6 +9,7 @@ from dataclasses import replace
 from aiohttp import web
 
 from bot.web import whistle_of
+from models.logs import keep_out_of_logs
 from models.org import tree as org
 from models.store.tables import Unit
 from models.tickets import external
@@ -47,6 +48,7 @@ def endpoint(handler):
         fields = dict(request.query)
         if request.method == "POST":
             fields.update({k: v for k, v in (await request.post()).items() if isinstance(v, str)})
+        keep_out_of_logs(fields.get("api_key"))  # the request's key stays out of its log lines
         call = Call(request, fields)
         try:
             params.check_jurisdiction(fields, call.config.open311.jurisdiction_id, call.t)
