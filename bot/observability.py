@@ -51,26 +51,34 @@ log = logging.getLogger(__name__)
 # ---------------------------------------------------------------------------- logs
 
 MASK = "[redacted]"
-# What a secret or a phone number looks like where no configuration names it
+# What a secret or a phone number looks like where no configuration names it. A group
+# named ``keep`` is kept (the name in ``token=…``), the rest of the match is masked.
 PATTERNS = [
     # a Telegram bot token, alone or in a Bot API URL (…/bot<token>/sendMessage)
-    (re.compile(r"(?<![0-9])[0-9]{5,}:[A-Za-z0-9_-]{30,}"), MASK),
+    r"(?<![0-9])[0-9]{5,}:[A-Za-z0-9_-]{30,}",
     # an Open311 API key (bot/open311/keys.py)
-    (re.compile(r"w311_[A-Za-z0-9_-]{10,}"), MASK),
+    r"w311_[A-Za-z0-9_-]{10,}",
     # secrets in URLs, forms and reprs: ?access_token=…, corpsecret=…, token='…', key=…
-    (re.compile(r"(?i)((?<![A-Za-z0-9_])(?:api_key|access_token|corpsecret|secret|secret_token"
-                r"|token|metrics_token|password|passwd|csrf|csrf_token|encoding_aes_key"
-                r"""|whistle_session)['"]?\s*[=:]\s*['"]?|(?<![A-Za-z0-9_])key=)"""
-                r"""(?!\[redacted\])[^\s&'",;)\]}>]+"""), r"\1" + MASK),
+    r"(?P<keep1>(?<![A-Za-z0-9_])(?i:api_key|access_token|corpsecret|secret|secret_token"
+    r"|token|metrics_token|password|passwd|csrf|csrf_token|encoding_aes_key"
+    r"""|whistle_session)['"]?\s*[=:]\s*['"]?|(?<![A-Za-z0-9_])key=)"""
+    r"""(?!\[redacted\])[^\s&'",;)\]}>]+""",
     # credentials in an HTTP header or a URL (postgresql://user:password@host)
-    (re.compile(r"(?i)((?:bearer|basic)\s+)[A-Za-z0-9._~+/=-]{6,}"), r"\1" + MASK),
-    (re.compile(r"(://[^/\s:@]+:)[^/\s@]+@"), r"\1" + MASK + "@"),
+    r"(?P<keep2>(?i:bearer|basic)\s+)[A-Za-z0-9._~+/=-]{6,}",
+    r"(?P<keep3>://[^/\s:@]+:)[^/\s@]+(?=@)",
     # phone numbers: a Chinese mobile (138 1234 5678, +86 13812345678) …
-    (re.compile(r"(?<![0-9])(?:\+?86[ -]?)?1[3-9][0-9](?:[ -]?[0-9]{4}){2}(?![0-9])"), MASK),
+    r"(?<![0-9])(?:\+?86[ -]?)?1[3-9][0-9](?:[ -]?[0-9]{4}){2}(?![0-9])",
     # … and any number in international form (+44 7911 123456)
-    (re.compile(r"(?<![0-9A-Za-z+])\+[1-9][0-9]{0,2}[ -]?[0-9](?:[ -]?[0-9]){6,13}(?![0-9])"), MASK),
+    r"(?<![0-9A-Za-z+])\+[1-9][0-9]{0,2}[ -]?[0-9](?:[ -]?[0-9]){6,13}(?![0-9])",
 ]
 PLAIN = (int, float, bool, type(None), datetime, date, timedelta)
+OURS = frozenset({"level", "logger", "timestamp"})  # written by our processors: nothing secret
+SHORTEST = 6  # no secret or pattern is shorter
+
+
+def _mask(match: re.Match) -> str:
+    kept = match["keep1"] or match["keep2"] or match["keep3"] or ""
+    return kept + MASK
 
 
 class Redactor:
@@ -78,26 +86,29 @@ class Redactor:
     configuration's, see ``secrets_of``), those the task at hand holds
     (``models.logs.keep_out_of_logs``: a password, a session cookie, an API key) and
     whatever ``PATTERNS`` recognise, in the message, every field and the exception
-    (already rendered to text or to structured frames by then)."""
+    (already rendered to text or to structured frames by then). One scan a text: the
+    known secrets (longest first) and the patterns are one regular expression."""
 
     def __init__(self) -> None:
         self.known: set[str] = set()
-        self._known_re: re.Pattern | None = None
+        self._pattern = self._compile()
 
     def add(self, values: Iterable[str | None]) -> None:
-        new = {v for v in values if v and len(v) >= 6} - self.known
+        new = {v for v in values if v and len(v) >= SHORTEST} - self.known
         if new:
             self.known |= new
-            self._known_re = _alternation(self.known)
+            self._pattern = self._compile()
+
+    def _compile(self) -> re.Pattern:
+        known = [re.escape(v) for v in sorted(self.known, key=len, reverse=True)]
+        return re.compile("|".join(known + PATTERNS))
 
     def text(self, value: str) -> str:
-        if self._known_re is not None:
-            value = self._known_re.sub(MASK, value)
+        if len(value) < SHORTEST:
+            return value
         for secret in secrets_in_hand():
             value = value.replace(secret, MASK)
-        for pattern, mask in PATTERNS:
-            value = pattern.sub(mask, value)
-        return value
+        return self._pattern.sub(_mask, value)
 
     def value(self, value: Any) -> Any:
         if isinstance(value, str):
@@ -111,13 +122,8 @@ class Redactor:
         return self.text(str(value))  # what the renderer would show of it
 
     def __call__(self, logger: Any, method: str, event_dict: dict) -> dict:
-        return {key: self.value(item) for key, item in event_dict.items()}
-
-
-def _alternation(values: Iterable[str]) -> re.Pattern:
-    """One pattern for many literal secrets (longest first, so no shorter one eats part of
-    a longer one)."""
-    return re.compile("|".join(re.escape(v) for v in sorted(values, key=len, reverse=True)))
+        return {key: item if key in OURS else self.value(item)
+                for key, item in event_dict.items()}
 
 
 REDACT = Redactor()
