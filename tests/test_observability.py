@@ -163,7 +163,7 @@ async def test_healthz_fails_when_this_process_sender_makes_no_pass(whistle, api
     monkeypatch.setattr(whistle.sender, "due_rows", broken)
     whistle.sender.wake()
     for _ in range(200):  # the next pass fails
-        if whistle.sender.failing_since is not None:
+        if whistle.sender.no_pass_since is not None:
             break
         await asyncio.sleep(0.025)
     assert (await get(whistle, "/healthz"))[0] == 200  # not yet for long
@@ -175,6 +175,31 @@ async def test_healthz_fails_when_this_process_sender_makes_no_pass(whistle, api
     monkeypatch.undo()
     whistle.sender.wake()
     for _ in range(100):  # the next pass (within a second) is progress again
+        if (await get(whistle, "/healthz"))[0] == 200:
+            break
+        await asyncio.sleep(0.05)
+    assert (await get(whistle, "/healthz"))[0] == 200
+
+
+async def test_healthz_fails_when_a_pass_of_this_process_sender_hangs(whistle, api, clock,
+                                                                      monkeypatch):
+    """A pass that never ends (here: one made to wait for ever) is no progress either."""
+    whistle.config.web.health_max_sender_lag = 300
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def hanging():
+        entered.set()
+        await release.wait()
+        return []
+    monkeypatch.setattr(whistle.sender, "due_rows", hanging)
+    whistle.sender.wake()
+    await asyncio.wait_for(entered.wait(), 5)
+    assert (await get(whistle, "/healthz"))[0] == 200
+    clock.advance(seconds=301)
+    status, _, body = await get(whistle, "/healthz")
+    assert status == 503 and json.loads(body)["sender"] == "no progress for 301 s"
+    release.set()
+    for _ in range(100):  # the pass completes: progress again
         if (await get(whistle, "/healthz"))[0] == 200:
             break
         await asyncio.sleep(0.05)

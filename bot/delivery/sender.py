@@ -252,10 +252,11 @@ class Sender:
         self._waiting = False  # the loop sleeps until woken (or its pause is over)
         self._pruned = 0.0
         self.idle = asyncio.Event()
-        # progress, for /healthz: when the last pass completed, since when passes fail,
+        # progress, for /healthz: when the last pass completed, since when a pass has been
+        # tried without one completing (it fails, or hangs: None when the last completed),
         # and when each message now being sent by this process started
         self.passed_at: datetime | None = None
-        self.failing_since: datetime | None = None
+        self.no_pass_since: datetime | None = None
         self._attempts: dict[int, datetime] = {}
 
     # ------------------------------------------------------------------ life
@@ -300,14 +301,14 @@ class Sender:
         try:
             while self._running:
                 self._wake.clear()
+                self.no_pass_since = self.no_pass_since or self.clock()
                 try:
                     claims = await self.due_rows()
-                    self.failing_since = None
+                    self.no_pass_since = None
                 except asyncio.CancelledError:
                     raise
                 except Exception:
                     log.exception("sender pass failed")
-                    self.failing_since = self.failing_since or self.clock()
                     claims = []
                 for run in claims:
                     task = asyncio.create_task(self._send(run))
@@ -342,13 +343,14 @@ class Sender:
 
     def stalled(self, now: datetime) -> timedelta:
         """How long this process's sender has made no progress on what it may send now:
-        since its passes began to fail, or since the oldest send it has under way started
+        since it last tried a pass that did not complete (its passes fail, or one hangs), or
+        since the oldest send it has under way started
         (or since its last pass, if its loop ended while it should run). A chat waiting for
         its budget, or for the time Telegram told it to wait, is no part of it: nothing may
         be sent there now."""
         since = [*self._attempts.values()]
-        if self.failing_since is not None:
-            since.append(self.failing_since)
+        if self.no_pass_since is not None:
+            since.append(self.no_pass_since)
         if self._running and self._task is not None and self._task.done():
             since.append(self.passed_at or now)
         return max(timedelta(0), now - min(since, default=now))
