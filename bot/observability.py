@@ -183,9 +183,11 @@ def configure_logging(config: LoggingConfig | None = None, *, stream: TextIO | N
     root.setLevel(level)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
-    # aiosqlite's debug lines repeat every statement with its parameters (residents' texts,
-    # session and CSRF tokens) and say nothing an operator needs
-    logging.getLogger("aiosqlite").setLevel(logging.INFO)
+    # Debug lines that repeat what residents wrote: aiosqlite's (every statement with its
+    # parameters: texts, session and CSRF tokens) and python-telegram-bot's (every Bot API
+    # call with its parameters and answer, every update: names, texts, shared phone numbers)
+    for chatty in ("aiosqlite", "telegram"):
+        logging.getLogger(chatty).setLevel(logging.INFO)
     structlog.configure(
         processors=[*shared[:1], structlog.stdlib.filter_by_level, *shared[1:],
                     structlog.stdlib.PositionalArgumentsFormatter(),

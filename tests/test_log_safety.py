@@ -15,6 +15,7 @@ import logging
 
 import aiohttp
 import pytest
+from sqlalchemy import text
 
 from bot.config import LoggingConfig, WecomConfig
 from bot.observability import configure_logging
@@ -245,3 +246,32 @@ async def test_secrets_in_an_exception_message_a_url_and_fields_are_masked(whist
     for leaked in (token, secret, other_token, key, METRICS_TOKEN, PHONE, PHONE_SPACED):
         assert leaked not in text, f"{leaked!r} in the log"
     assert text.count("[redacted]") >= 6
+
+
+async def test_a_database_error_logs_no_resident_text(whistle, api, people, log):
+    """The database refuses the step that stores a resident's description (a trigger,
+    standing in for any database error): the error is logged, but not the statement's
+    parameters, which hold what the resident wrote."""
+    resident = people(9303, "Qin", "en")
+    words = "Broken water pipe by the old willow tree"
+    if whistle.db.engine.dialect.name == "postgresql":
+        ddl = ["CREATE FUNCTION whistle_refuse() RETURNS trigger AS $$ BEGIN "
+               "RAISE EXCEPTION 'refused by the test'; END $$ LANGUAGE plpgsql",
+               "CREATE TRIGGER refuse BEFORE UPDATE ON dialogue FOR EACH ROW WHEN "
+               "(NEW.draft::text LIKE '%willow%') EXECUTE FUNCTION whistle_refuse()"]
+    else:
+        ddl = ["CREATE TRIGGER refuse BEFORE UPDATE ON dialogue WHEN NEW.draft LIKE '%willow%' "
+               "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"]
+
+    async def refuse(session):
+        for statement in ddl:
+            await session.execute(text(statement))
+    await whistle.db.run(refuse)
+    api.user_sends_text(resident.id, resident.id, "/start")
+    prompt = await api.wait_message(resident.id, predicate=lambda m: "cat:" in str(m))
+    api.user_presses(resident.id, resident.id, prompt["message_id"], "cat:garbage")
+    await api.wait_message(resident.id, after=prompt["message_id"])
+    api.user_sends_text(resident.id, resident.id, words)
+    await log.wait_for("refused by the test")
+    assert_clean(log, configured_secrets(whistle), "failed", "refused by the test")
+    assert "willow" not in log.text, [l for l in log.text.splitlines() if "willow" in l]
