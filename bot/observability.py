@@ -59,10 +59,10 @@ PATTERNS = [
     # an Open311 API key (bot/open311/keys.py)
     r"w311_[A-Za-z0-9_-]{10,}",
     # secrets in URLs, forms and reprs: ?access_token=…, corpsecret=…, token='…', key=…
-    r"(?P<keep1>(?<![A-Za-z0-9_])(?i:api_key|access_token|corpsecret|secret|secret_token"
-    r"|token|metrics_token|password|passwd|csrf|csrf_token|encoding_aes_key"
-    r"""|whistle_session)['"]?\s*[=:]\s*['"]?|(?<![A-Za-z0-9_])key=)"""
-    r"""(?!\[redacted\])[^\s&'",;)\]}>]+""",
+    (r"(?P<keep1>(?<![A-Za-z0-9_])(?i:api_key|access_token|corpsecret|secret|secret_token"
+     r"|token|metrics_token|password|passwd|csrf|csrf_token|encoding_aes_key"
+     r"""|whistle_session)['"]?\s*[=:]\s*['"]?|(?<![A-Za-z0-9_])key=)"""
+     r"""(?!\[redacted\])[^\s&'",;)\]}>]+"""),
     # credentials in an HTTP header or a URL (postgresql://user:password@host)
     r"(?P<keep2>(?i:bearer|basic)\s+)[A-Za-z0-9._~+/=-]{6,}",
     r"(?P<keep3>://[^/\s:@]+:)[^/\s@]+(?=@)",
@@ -132,9 +132,10 @@ REDACT = Redactor()
 def secrets_of(config: Config) -> list[str]:
     """The secrets a configuration holds: they are masked in every log line."""
     from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
     try:
         db_password = make_url(config.database.url).password
-    except Exception:  # a URL the database layer will refuse on its own
+    except (ArgumentError, ValueError):  # a URL the database layer will refuse on its own
         db_password = None
     return [config.telegram.token, config.telegram.secret_token, config.wecom.secret,
             config.wecom.token, config.wecom.encoding_aes_key, config.web.metrics_token,
@@ -201,6 +202,7 @@ def configure_logging(config: LoggingConfig | None = None, *, stream: TextIO | N
 # ---------------------------------------------------------------------------- metrics
 
 CHATS_SHOWN = 50  # chats with a backlog in /metrics, the longest queues first
+
 
 class Metrics:
     """This service's metrics. ``refresh`` reads the shared figures from the database;
@@ -323,8 +325,9 @@ async def sender_lag(session, now: datetime) -> timedelta:
 
 async def check_health(whistle: Whistle) -> tuple[bool, dict[str, Any]]:
     """This process is healthy when the database answers (``SELECT 1`` within ``[web]
-    health_db_timeout``) and its own sender makes progress on what it may send now: a
-    pass completed, and no send under way, for longer than ``health_max_sender_lag``.
+    health_db_timeout``) and its own sender makes progress on what it may send now: no
+    pass failing or hanging, and no send under way, for longer than
+    ``health_max_sender_lag``.
     The age of the oldest waiting message is told (``sender_lag_seconds``), not judged:
     a chat waiting for Telegram's limit (a grid's group at 20 a minute, a "retry after")
     is not a sick process, and would otherwise fail every process at once. /metrics shows

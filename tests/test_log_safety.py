@@ -20,11 +20,13 @@ from sqlalchemy import text
 from bot.config import LoggingConfig, WecomConfig
 from bot.observability import configure_logging
 from bot.open311 import keys
+from bot.wecom.crypto import MsgCrypt
 from models.messages.outbox import OutMessage, Target, enqueue
 from tests.fake_wecom import CORP_ID, FakeWecom
 from tests.flows import G01_CHAT, file_report
 from tests.test_dashboard import client, make_ticket, make_user, quick_hashes  # noqa: F401
-from tests.test_wecom import AGENT_ID, AES_KEY, Member
+from tests.test_webhook import free_port
+from tests.test_wecom import AES_KEY, AGENT_ID, Member
 
 PHONE = "13812345678"  # a resident's mobile, as residents write it …
 PHONE_SPACED = "138 1234 5678"  # … and with spaces
@@ -57,10 +59,7 @@ def config(config, wecom_api, webhook_mode):
     config.web.metrics_token = METRICS_TOKEN
     config.telegram.secret_token = WEBHOOK_SECRET
     if webhook_mode:
-        import socket
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
+        port = free_port()
         config.web.port = port
         config.telegram.mode = "webhook"
         config.telegram.webhook_url = f"http://127.0.0.1:{port}{config.telegram.webhook_path}"
@@ -159,8 +158,8 @@ async def test_a_failed_webhook_update_logs_no_secret(whistle, api, people, log,
 
 async def test_a_failed_wecom_callback_logs_no_secret_and_no_phone(whistle, wecom_api, clock,
                                                                     log, monkeypatch):
-    member = Member(whistle, wecom_api, clock, "liming")
-    member.crypt = type(member.crypt)(WECOM_TOKEN, AES_KEY, CORP_ID)
+    member = Member(whistle, wecom_api, clock, "liming",
+                    crypt=MsgCrypt(WECOM_TOKEN, AES_KEY, CORP_ID))  # signed with our token
 
     async def broken(inp):
         raise RuntimeError("the core broke")
@@ -180,18 +179,17 @@ async def test_a_failed_open311_post_logs_no_key_and_no_phone(whistle, log, monk
         raise RuntimeError("filing broke")
     monkeypatch.setattr(external, "file_report", broken)
     url = f"{whistle.web.origin}{whistle.config.open311.path}/requests.json"
-    async with aiohttp.ClientSession() as http:
-        async with http.post(url, data={
-                "api_key": key, "service_code": "garbage", "lat": "39.93524",
-                "long": "116.40107", "description": f"Rubbish at the gate, call {PHONE}",
-                "phone": PHONE, "first_name": "Zhang"}) as answer:
-            assert answer.status == 500
+    form = {"api_key": key, "service_code": "garbage", "lat": "39.93524", "long": "116.40107",
+            "description": f"Rubbish at the gate, call {PHONE}", "phone": PHONE,
+            "first_name": "Zhang"}
+    async with aiohttp.ClientSession() as http, http.post(url, data=form) as answer:
+        assert answer.status == 500
     await log.wait_for("filing broke")
     assert_clean(log, [*configured_secrets(whistle), key], "Open311 POST", "filing broke")
 
 
 async def test_a_failed_dashboard_action_logs_no_password_session_or_phone(
-        whistle, client, log, monkeypatch):
+        whistle, client, log, monkeypatch):  # noqa: F811 - the fixture imported above
     from dashboard import actions
     await make_user(whistle, "admin", admin=True, password=PASSWORD)
     ticket = await make_ticket(whistle, description=f"Water leaking, call {PHONE}", phone=PHONE)
@@ -255,13 +253,13 @@ async def test_a_database_error_logs_no_resident_text(whistle, api, people, log)
     resident = people(9303, "Qin", "en")
     words = "Broken water pipe by the old willow tree"
     if whistle.db.engine.dialect.name == "postgresql":
-        ddl = ["CREATE FUNCTION whistle_refuse() RETURNS trigger AS $$ BEGIN "
-               "RAISE EXCEPTION 'refused by the test'; END $$ LANGUAGE plpgsql",
-               "CREATE TRIGGER refuse BEFORE UPDATE ON dialogue FOR EACH ROW WHEN "
-               "(NEW.draft::text LIKE '%willow%') EXECUTE FUNCTION whistle_refuse()"]
+        ddl = [("CREATE FUNCTION whistle_refuse() RETURNS trigger AS $$ BEGIN "
+                "RAISE EXCEPTION 'refused by the test'; END $$ LANGUAGE plpgsql"),
+               ("CREATE TRIGGER refuse BEFORE UPDATE ON dialogue FOR EACH ROW WHEN "
+                "(NEW.draft::text LIKE '%willow%') EXECUTE FUNCTION whistle_refuse()")]
     else:
-        ddl = ["CREATE TRIGGER refuse BEFORE UPDATE ON dialogue WHEN NEW.draft LIKE '%willow%' "
-               "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"]
+        ddl = [("CREATE TRIGGER refuse BEFORE UPDATE ON dialogue WHEN NEW.draft LIKE '%willow%' "
+                "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")]
 
     async def refuse(session):
         for statement in ddl:

@@ -343,11 +343,10 @@ class Sender:
 
     def stalled(self, now: datetime) -> timedelta:
         """How long this process's sender has made no progress on what it may send now:
-        since it last tried a pass that did not complete (its passes fail, or one hangs), or
-        since the oldest send it has under way started
-        (or since its last pass, if its loop ended while it should run). A chat waiting for
-        its budget, or for the time Telegram told it to wait, is no part of it: nothing may
-        be sent there now."""
+        since it began a pass that has not completed (passes fail, or one hangs), since the
+        oldest send it has under way started, or since its last pass if its loop ended
+        while it should run. A chat waiting for its budget, or for the time Telegram told
+        it to wait, is no part of it: nothing may be sent there now."""
         since = [*self._attempts.values()]
         if self.no_pass_since is not None:
             since.append(self.no_pass_since)
