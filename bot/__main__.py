@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from bot.config import ConfigError, load_config
-from bot.observability import configure_logging
+from bot.observability import REDACT, configure_logging, secrets_of
 
 NO_TOKEN = """\
 No Telegram bot token is configured, so Whistle cannot connect to Telegram.
@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     configure_logging(config.logging, verbose=args.verbose)  # structlog: JSON lines or console
+    REDACT.add(secrets_of(config))  # masked in every log line, whatever the command
     if args.command == "check-config":
         print(f"config file {args.config} is valid")
         return 0

@@ -16,7 +16,7 @@ from bot.config import Config
 from bot.delivery.sender import Sender
 from bot.faces import build_app
 from bot.migrate import upgrade
-from bot.observability import Metrics
+from bot.observability import REDACT, Metrics, secrets_of
 from bot.telegram import webhook
 from bot.telegram.channel import TelegramChannel
 from bot.telegram.http import AiohttpRequest
@@ -56,6 +56,7 @@ class Whistle:
         """``web_ref``: a web server someone else runs (the sandbox) serves this service's
         faces; without it the service runs its own when ``[web] enabled``."""
         self.config = config
+        REDACT.add(secrets_of(config))  # masked in every log line (bot/observability.py)
         self.db = Database(config.database.url, config.database.pool_size,
                            config.database.max_overflow)
         self.i18n = I18n(config.default_locale)

@@ -66,7 +66,8 @@ class WebConfig(Strict):
     port: int = Field(8080, ge=0, le=65535)
     public_url: str = ""  # how others reach it (links in messages); default http://host:port
     # /healthz answers 503 when the database does not answer within this many seconds,
-    # or the oldest message waiting to be sent is older than this
+    # or this process's sender made no progress on what it may send now for this long
+    # (its passes fail, or a send hangs); a chat waiting for its budget does not count
     health_db_timeout: float = Field(2.0, gt=0, le=60)
     health_max_sender_lag: float = Field(600, gt=0)
     # /metrics: when set, a scraper must send "Authorization: Bearer <token>" (else 401);

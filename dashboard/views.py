@@ -13,6 +13,7 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from models.lifecycle import State
+from models.logs import keep_out_of_logs
 from models.messages.i18n import LOCALES, N_
 from models.org.people import first_name
 from models.tickets import cards
@@ -111,6 +112,7 @@ def login_required(page: bool = True):
         async def wrapped(request: web.Request) -> web.StreamResponse:
             whistle = whistle_of(request)
             token = request.cookies.get(SESSION_COOKIE)
+            keep_out_of_logs(token)  # the request's secrets stay out of its log lines
             viewer = None
             if token:
                 viewer = await whistle.db.run(
@@ -120,6 +122,7 @@ def login_required(page: bool = True):
                     target = quote(request.path_qs, safe="")
                     raise web.HTTPSeeOther(f"{request.app[BASE]}/login?next={target}")
                 raise web.HTTPUnauthorized(text="log in first")
+            keep_out_of_logs(viewer.csrf, viewer.session_id)
             if request.method == "POST":
                 form = await request.post()
                 sent = form.get("csrf") or request.headers.get("X-CSRF-Token")
@@ -186,6 +189,7 @@ async def login(request: web.Request) -> web.Response:
     form = await request.post()
     next_url = form.get("next") if isinstance(form.get("next"), str) else None
     sent = form.get("csrf")
+    keep_out_of_logs(sent, form.get("password"), request.cookies.get(LOGIN_CSRF_COOKIE))
     if not isinstance(sent, str) or not auth.same(sent, request.cookies.get(LOGIN_CSRF_COOKIE)):
         return _login_form(request, N_("The form had expired. Please try again."), 403, next_url)
     username, password = form.get("username"), form.get("password")
@@ -205,6 +209,7 @@ async def login(request: web.Request) -> web.Response:
                                             settings.session_hours, end_others=end_others)
         return result, token
     result, token = await whistle.db.run(attempt)
+    keep_out_of_logs(token)
     if result.throttled:
         return _login_form(request, N_("Too many failed logins from your address. Try again "
                                        "later."), 429, next_url)

@@ -252,6 +252,12 @@ class Sender:
         self._waiting = False  # the loop sleeps until woken (or its pause is over)
         self._pruned = 0.0
         self.idle = asyncio.Event()
+        # progress, for /healthz: when the last pass completed, since when a pass has been
+        # tried without one completing (it fails, or hangs: None when the last completed),
+        # and when each message now being sent by this process started
+        self.passed_at: datetime | None = None
+        self.no_pass_since: datetime | None = None
+        self._attempts: dict[int, datetime] = {}
 
     # ------------------------------------------------------------------ life
 
@@ -262,6 +268,7 @@ class Sender:
 
     def start(self) -> None:
         self._running = True
+        self.passed_at = self.clock()
         self._task = asyncio.create_task(self._loop(), name="whistle-sender")
 
     async def stop(self) -> None:
@@ -294,8 +301,10 @@ class Sender:
         try:
             while self._running:
                 self._wake.clear()
+                self.no_pass_since = self.no_pass_since or self.clock()
                 try:
                     claims = await self.due_rows()
+                    self.no_pass_since = None
                 except asyncio.CancelledError:
                     raise
                 except Exception:
@@ -331,6 +340,19 @@ class Sender:
         if not task.cancelled() and task.exception() is not None:
             log.error("sending a run failed; its rows wait for their lease to run out",
                       exc_info=task.exception())
+
+    def stalled(self, now: datetime) -> timedelta:
+        """How long this process's sender has made no progress on what it may send now:
+        since it began a pass that has not completed (passes fail, or one hangs), since the
+        oldest send it has under way started, or since its last pass if its loop ended
+        while it should run. A chat waiting for its budget, or for the time Telegram told
+        it to wait, is no part of it: nothing may be sent there now."""
+        since = [*self._attempts.values()]
+        if self.no_pass_since is not None:
+            since.append(self.no_pass_since)
+        if self._running and self._task is not None and self._task.done():
+            since.append(self.passed_at or now)
+        return max(timedelta(0), now - min(since, default=now))
 
     async def flush(self) -> int:
         """One pass, waiting for its sends (tests and benchmarks); how many were settled."""
@@ -401,6 +423,7 @@ class Sender:
         # Ahead of a short line, so that a card goes out at once; behind a long one (a burst
         # on SQLite), so that the pass finds what all of it queued and sends it together.
         chosen = await self.db.run(claim, urgent=self.db.queued() <= QUICK_LINE)
+        self.passed_at = max(self.passed_at or now, self.clock())
         self._mine.update({c.row.id: (c.windows, c.cost) for run in chosen for c in run})
         return chosen
 
@@ -604,6 +627,7 @@ class Sender:
         alert: str | None = None
         posted: Posted | None = None
         changes: dict
+        self._attempts[row.id] = self.clock()
         try:
             posted = await channel.deliver(row, message)
             changes = {"state": "sent", "sent_at": self.clock(), "error": None}
@@ -624,6 +648,8 @@ class Sender:
                 alert = changes["error"]
             else:
                 changes["next_try_at"] = self.clock() + timedelta(seconds=min(2 ** attempts, 300))
+        finally:
+            self._attempts.pop(row.id, None)
         self.stats[changes.get("state", "retried")] += 1
         return Outcome(claim, changes, alert, posted)
 

@@ -8,7 +8,14 @@ from aiohttp import web
 from bot.web import whistle_of
 
 from .params import (
-    MAX_ADDRESS, MAX_ADDRESS_ID, MAX_EMAIL, MAX_NAME, MAX_URL, MAX_YEAR, MIN_YEAR, PHONE_PATTERN,
+    MAX_ADDRESS,
+    MAX_ADDRESS_ID,
+    MAX_EMAIL,
+    MAX_NAME,
+    MAX_URL,
+    MAX_YEAR,
+    MIN_YEAR,
+    PHONE_PATTERN,
 )
 from .views import KEY_HEADER
 

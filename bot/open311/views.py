@@ -13,6 +13,7 @@ from datetime import datetime
 from aiohttp import web
 
 from bot.web import whistle_of
+from models.logs import keep_out_of_logs
 from models.org import limits
 from models.org import tree as org
 from models.store.tables import Unit
@@ -56,6 +57,7 @@ class Call:
                 "The request body could not be read: send the fields form-encoded "
                 "(application/x-www-form-urlencoded or multipart/form-data, UTF-8).")) from None
         self.params.update({k: v for k, v in form.items() if isinstance(v, str)})
+        keep_out_of_logs(self.params.get("api_key"))
         self.t = translator(self.request, self.params)
 
 
@@ -82,6 +84,7 @@ def endpoint(handler):
             return error_response("xml", Open311Error(
                 400, t._("Unknown format {format}: use .xml or .json.", format=fmt)))
         call = Call(request, dict(request.query))
+        keep_out_of_logs(call.params.get("api_key"))  # the request's key stays out of its log lines
         try:
             if request.method == "POST":
                 await call.read_body()
@@ -134,6 +137,7 @@ def api_key(call: Call) -> str:
     if not given:
         scheme, _, token = call.request.headers.get("Authorization", "").partition(" ")
         given = token if scheme.lower() == "bearer" else ""
+    keep_out_of_logs(given.strip())
     return given.strip()
 
 

@@ -55,11 +55,15 @@ QUEUED = "whistle.outbox"  # session.info flag: this transaction queued messages
 
 def make_engine(url: str, pool_size: int = 20, max_overflow: int = 10,
                 rest_before_ping: float = REST_BEFORE_PING) -> AsyncEngine:
+    # hide_parameters: a database error names its statement, not the values bound to it
+    # (what residents wrote, tokens), since errors are logged
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, async_creator=functools.partial(_sqlite_connect, url))
+        engine = create_async_engine(url, async_creator=functools.partial(_sqlite_connect, url),
+                                     hide_parameters=True)
         _sqlite_pragmas(engine.sync_engine, inline=False)
         return engine
-    engine = create_async_engine(url, pool_size=pool_size, max_overflow=max_overflow)
+    engine = create_async_engine(url, pool_size=pool_size, max_overflow=max_overflow,
+                                 hide_parameters=True)
     _ping_after_rest(engine, rest_before_ping)
     return engine
 
@@ -88,7 +92,8 @@ def _ping_after_rest(engine: AsyncEngine, rest: float) -> None:
 def make_inline_engine(url: str) -> Engine:
     """The same SQLite file through its own synchronous driver, for ``run(inline=True)``."""
     engine = create_engine(make_url(url).set(drivername="sqlite"),
-                           connect_args={"timeout": 0, "check_same_thread": False})
+                           connect_args={"timeout": 0, "check_same_thread": False},
+                           hide_parameters=True)  # as make_engine
     _sqlite_pragmas(engine, inline=True)
     return engine
 
