@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from bot.web import DEFAULT_BODY_BYTES, FORM_BODY_BYTES, UPDATE_BODY_BYTES
+from bot.web import DEFAULT_BODY_BYTES, FORM_BODY_BYTES
 
 HANG = 20  # seconds: far more than any answer takes; reaching it means the server waited
 
