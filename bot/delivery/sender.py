@@ -168,6 +168,20 @@ class Posted:
     message_id: str
 
 
+async def keep_rest(db: Database, row: Outbox, changes: dict) -> None:
+    """A row a channel sends as several messages (photos, a long text's parts) failed
+    after some of them went: the row keeps only what is left (``changes`` to its
+    payload), so its retry goes on where it stopped and shows nothing twice."""
+    payload = {**row.payload, **changes}
+    try:
+        await db.run(lambda s: s.execute(update(Outbox).where(Outbox.id == row.id)
+                                         .values(payload=payload)))
+    except Exception:  # the send's own failure is what the sender must hear
+        log.exception("outbox %s: could not keep what is left to send", row.id)
+        return
+    row.payload = payload
+
+
 @dataclass
 class Outcome:
     claim: Claim

@@ -19,7 +19,7 @@ from telegram import (
 )
 from telegram.error import BadRequest, ChatMigrated, Forbidden, NetworkError, RetryAfter, TimedOut
 
-from bot.delivery.sender import Permanent, Posted, Retry
+from bot.delivery.sender import Permanent, Posted, Retry, keep_rest
 from models.media.store import MediaStore
 from models.messages.outbox import OutMessage, utf16_len
 from models.store.db import Database
@@ -144,13 +144,14 @@ class TelegramChannel:
                     await self.bot.send_message(chat_id, part)
                 except Exception:
                     if done:  # a retry goes on from here: the parts shown stay shown once
-                        await self._keep_rest(row, "\n".join([*first[done:], message.text]))
+                        rest = "\n".join([*first[done:], message.text])
+                        await keep_rest(self.db, row, {"text": rest})
                     raise
             if first:
                 try:
                     return await self._send_last(chat_id, message, markup)
                 except Exception:
-                    await self._keep_rest(row, message.text)
+                    await keep_rest(self.db, row, {"text": message.text})
                     raise
         if message.edit and message.ref:
             message_id = await self._ref_message_id(message.ref, chat_id)
@@ -173,17 +174,6 @@ class TelegramChannel:
         if message.ref:
             return Posted(message.ref, str(sent.message_id))  # remembered with the outcome
         return None
-
-    async def _keep_rest(self, row: Outbox, text: str) -> None:
-        """A long text failed after its first parts were shown: only the rest is left."""
-        payload = {**row.payload, "text": text}
-        try:
-            await self.db.run(lambda s: s.execute(update(Outbox).where(Outbox.id == row.id)
-                                                  .values(payload=payload)))
-        except Exception:  # the send's own failure is what the sender must hear
-            log.exception("outbox %s: could not keep the rest of a long text", row.id)
-            return
-        row.payload = payload
 
     async def _send_photos(self, chat_id: str, media_ids: list[int]) -> None:
         rows = await self.db.run(lambda s: _media_rows(s, media_ids))

@@ -29,7 +29,7 @@ from pathlib import PurePath
 
 from sqlalchemy import select, update
 
-from bot.delivery.sender import Permanent, Retry
+from bot.delivery.sender import Permanent, Retry, keep_rest
 from handlers.wecom.cards import CHANNEL, KEYBOARD_PREFIX, MORE_PREFIX, UNIT_PREFIX, locale_of
 from models.media.store import MediaStore
 from models.messages.i18n import I18n
@@ -321,18 +321,8 @@ class WecomChannel:
             yield sent.append
         except Exception:
             if sent and len(sent) < len(items):
-                await self._keep_rest(row, {field: join(items[len(sent):])})
+                await keep_rest(self.db, row, {field: join(items[len(sent):])})
             raise
-
-    async def _keep_rest(self, row: Outbox, changes: dict) -> None:
-        payload = {**row.payload, **changes}
-        try:
-            await self.db.run(lambda s: s.execute(update(Outbox).where(Outbox.id == row.id)
-                                                  .values(payload=payload)))
-        except Exception:  # the send's own failure is what the sender must hear
-            log.exception("outbox %s: could not keep what is left to send", row.id)
-            return
-        row.payload = payload
 
     def _budget(self, userids: list[str], cost: int) -> None:
         wait = self.limiter.wait(userids, cost)
