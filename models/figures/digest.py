@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from urllib.parse import urlencode
 
-from sqlalchemy import and_, exists, func, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.context import Core
@@ -50,9 +50,8 @@ async def digest_text(session: AsyncSession, core: Core, unit: Unit, now: dateti
     open_states = [s.value for s in OPEN]
     breached = and_(Timer.stage == "breached", Timer.kind != "vote")
     overdue_count = await session.scalar(
-        select(func.count()).select_from(Ticket).where(
-            scope, Ticket.state.in_(open_states),
-            exists().where(Timer.ticket_id == Ticket.id, breached)))
+        select(func.count(func.distinct(Ticket.id))).join(Timer, Timer.ticket_id == Ticket.id)
+        .where(scope, Ticket.state.in_(open_states), breached))
     # a ticket has at most one breached timer of each kind: this many rows hold its oldest few
     oldest_rows = (await session.execute(
         select(Ticket.number, Ticket.assignee_id, Timer.due_at)
