@@ -1,5 +1,5 @@
-"""Digest cost: building every bound chat's daily digest (``send_digests``, as the 08:30
-job runs it, in one transaction) with N open tickets of which ``--overdue`` steps are
+"""Digest cost: building every bound chat's daily digest (``run_digest``, as the 08:30
+job runs it: each unit's digest in a transaction of its own, then all queued at once) with N open tickets of which ``--overdue`` steps are
 overdue (a breached resolve timer). The overdue part is a counting query and one with a
 LIMIT, so the time should hardly grow with the overdue tickets, and each chat gets one
 message however many there are (issue #24: the district's chat once got 48).
@@ -18,25 +18,43 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import ROOT, analyze, header, load_now, temp_database  # noqa: E402
-from sqlalchemy import delete, func, select, update  # noqa: E402
+from sqlalchemy import delete, event, func, select, update  # noqa: E402
 from sweep import NOW, Filler  # noqa: E402
 
 from bot.app import Whistle  # noqa: E402
 from bot.config import load_config  # noqa: E402
-from models.figures.digest import send_digests  # noqa: E402
-from models.store.tables import Outbox, Timer  # noqa: E402
+from models.store.tables import JobRun, Outbox, Timer  # noqa: E402
+from scheduler.jobs import run_digest  # noqa: E402
 
 
-async def digest_once(whistle: Whistle) -> tuple[float, int, int, int]:
-    await whistle.db.run(lambda s: s.execute(delete(Outbox)))
+async def digest_once(whistle: Whistle) -> tuple[float, int, int, int, float]:
+    async def clear(session):
+        await session.execute(delete(Outbox))
+        await session.execute(delete(JobRun).where(JobRun.job == "digest"))
+    await whistle.db.run(clear)
+    spans, opened = [], {}
+
+    def begin(connection):
+        opened[id(connection)] = time.perf_counter()
+
+    def commit(connection):
+        if id(connection) in opened:
+            spans.append(time.perf_counter() - opened.pop(id(connection)))
+    engine = whistle.db.engine.sync_engine
+    event.listen(engine, "begin", begin)
+    event.listen(engine, "commit", commit)
     started = time.perf_counter()
-    chats = await whistle.db.run(lambda s: send_digests(s, whistle.core, NOW))
+    try:
+        chats = await run_digest(whistle.db, whistle.core, NOW)
+    finally:
+        event.remove(engine, "begin", begin)
+        event.remove(engine, "commit", commit)
     elapsed = time.perf_counter() - started
 
     rows = (await whistle.db.run(lambda s: s.execute(select(Outbox.chat_id, Outbox.payload)))).all()
     most = max(Counter(chat for chat, _ in rows).values(), default=0)
     longest = max((len(payload.get("text", "")) for _, payload in rows), default=0)
-    return elapsed, chats, most, longest
+    return elapsed, chats, most, longest, max(spans, default=0)
 
 
 async def bench(url: str, n_open: int, steps: list[int]) -> None:
@@ -62,10 +80,10 @@ async def bench(url: str, n_open: int, steps: list[int]) -> None:
             update(Timer).where(Timer.id >= first, Timer.id < first + overdue)
             .values(stage="breached", next_at=None, due_at=NOW - timedelta(days=2))))
         await analyze(whistle.db)
-        elapsed, chats, most, longest = await digest_once(whistle)
-        print(f"  {overdue:>9,} overdue of {n_open:,} open: all digests {elapsed * 1000:8.1f} ms "
-              f"({chats} chats, at most {most} message(s) per chat, the longest {longest:,} "
-              f"characters); "
+        elapsed, chats, most, longest, held = await digest_once(whistle)
+        print(f"  {overdue:>9,} overdue of {n_open:,} open: all digests {elapsed * 1000:8.1f} ms, "
+              f"the longest transaction {held * 1000:6.1f} ms ({chats} chats, at most {most} "
+              f"message(s) per chat, the longest {longest:,} characters); "
               f"{load_now()}", flush=True)
     await whistle.db.dispose()
 

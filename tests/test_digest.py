@@ -307,3 +307,30 @@ async def test_a_digest_missed_while_down_is_sent_at_start_once(whistle, api, cl
     early = Scheduler(whistle.db, whistle.core)
     clock.now = local(2026, 11, 25, 8, 0).astimezone(timezone.utc)
     assert early._digest_missed() is False  # before 08:30 nothing is missed yet
+
+
+async def test_the_digests_are_built_in_short_transactions_and_queued_in_the_claiming_one(
+        whistle, api, staff, clock):
+    """On SQLite transactions take turns: one transaction building all 21 digests held up
+    every chat meanwhile (issue #24). Each unit's digest is built in its own transaction,
+    then all are queued in the one that claims the day (so a crash queues all or none)."""
+    from sqlalchemy import event
+    from models.store.tables import Outbox
+    seen: list[int] = []  # the outbox rows each committed transaction had queued
+
+    def on_commit(connection):
+        seen.append(connection.exec_driver_sql("SELECT count(*) FROM outbox").scalar())
+    event.listen(whistle.db.engine.sync_engine, "commit", on_commit)
+    try:
+        before = await count(whistle, Outbox)
+        assert await digest_at(whistle, clock, local(2026, 11, 24, 8, 30)) == len(ALL_CHATS)
+    finally:
+        event.remove(whistle.db.engine.sync_engine, "commit", on_commit)
+    units = len(set(ALL_CHATS))  # one chat per unit in the sample district
+    # nothing was queued until the claiming transaction, which queued them all at once …
+    queued = [n - before for n in seen]
+    claiming = next(i for i, n in enumerate(queued) if n)
+    assert queued[claiming] == len(ALL_CHATS), queued
+    # … after a transaction per unit's digest
+    assert claiming >= units, queued
+    await api.wait_for(lambda: all(digests(api, chat) for chat in ALL_CHATS))

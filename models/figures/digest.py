@@ -104,8 +104,8 @@ def overdue_link(core: Core, unit: Unit) -> str | None:
     return f"{base}{config.dashboard.path}/tickets?{urlencode({'overdue': '1', 'unit': unit.code})}"
 
 
-async def send_digests(session: AsyncSession, core: Core, now: datetime) -> int:
-    """Queue every bound chat's digest; returns the number of chats."""
+async def digest_targets(session: AsyncSession, core: Core) -> list[tuple[int, Target]]:
+    """(unit id, where its digest goes) for every bound chat and group robot."""
     # WeCom "chats" are a unit's members one by one (bot/wecom/channel.py): a group's
     # digest goes to the unit's WeCom group robot instead, when one is configured
     bindings = list(await session.scalars(select(ChatBinding).where(
@@ -116,8 +116,30 @@ async def send_digests(session: AsyncSession, core: Core, now: datetime) -> int:
             unit = await org.unit_by_code(session, code)
             if unit is not None:
                 targets.append((unit.id, Target("wecom_robot", code)))
-    for unit_id, target in targets:
-        unit = await session.get(Unit, unit_id)
-        for page in await digest_text(session, core, unit, now):
+    return targets
+
+
+async def unit_digest(session: AsyncSession, core: Core, unit_id: int, now: datetime) -> list[str]:
+    return await digest_text(session, core, await session.get(Unit, unit_id), now)
+
+
+async def queue_digests(session: AsyncSession, core: Core,
+                        built: list[tuple[Target, list[str]]]) -> int:
+    """Queue digests built before (``digest_targets``, ``unit_digest``); the number of chats."""
+    for target, pages in built:
+        for page in pages:
             enqueue(session, target, OutMessage(text=page), core.now())
-    return len(targets)
+    return len(built)
+
+
+async def send_digests(session: AsyncSession, core: Core, now: datetime) -> int:
+    """Build and queue every bound chat's digest in this one transaction; returns the
+    number of chats. (The daily job builds each unit's in a transaction of its own:
+    ``scheduler/jobs.py`` ``run_digest``.)"""
+    pages: dict[int, list[str]] = {}
+    built = []
+    for unit_id, target in await digest_targets(session, core):
+        if unit_id not in pages:
+            pages[unit_id] = await unit_digest(session, core, unit_id, now)
+        built.append((target, pages[unit_id]))
+    return await queue_digests(session, core, built)
