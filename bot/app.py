@@ -124,7 +124,8 @@ class Whistle:
     async def start(self) -> None:
         await self.prepare()
         self.application = self.build_telegram()
-        channel = TelegramChannel(self.application.bot, self.db, self.media, self.core.now)
+        channel = TelegramChannel(self.application.bot, self.db, self.media, self.core.now,
+                                  edit_cost=self.config.sender.edit_cost)
         channels = {channel.name: channel}
         if self.config.wecom.enabled:  # WeCom runs beside Telegram (docs/wecom.md)
             from bot.wecom.service import WecomService

@@ -226,6 +226,10 @@ class SenderConfig(Strict):
     group_per_minute: float = Field(20, gt=0)
     group_burst: int = Field(10, ge=1)
     max_attempts: int = Field(8, ge=1)
+    # What a Telegram edit in place counts against these budgets. Telegram documents its
+    # limits for messages sent; its Bot API maintainers say edits share them, one each
+    # (docs/reliability.md). Raise it only if edits meet 429s where sends do not.
+    edit_cost: int = Field(1, ge=1, le=4)
     # Budgets are shared by every process through the database: a chat may get ``burst``
     # messages in any ``burst / rate`` seconds, the bot ``per_second`` in any second.
     margin: float = Field(0.005, ge=0, le=5)  # seconds added to each window (clock granularity)

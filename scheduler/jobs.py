@@ -6,11 +6,12 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.context import Core
 from models.deadlines import periods
-from models.figures.digest import send_digests
+from models.figures.digest import digest_targets, queue_digests, unit_digest
 from models.logs import log_context
 from models.messages.outbox import Target
 from models.org import tree as org
@@ -61,8 +62,22 @@ async def once_a_day(db: Database, core: Core, job: str, now: datetime, work):
 
 
 async def run_digest(db: Database, core: Core, now: datetime) -> int | None:
-    """Send the day's digests, once per local day; None if already sent."""
-    sent = await once_a_day(db, core, "digest", now, lambda s: send_digests(s, core, now))
+    """Send the day's digests, once per local day; None if already sent.
+
+    Each unit's digest is built in a short transaction of its own (on SQLite transactions
+    take turns: one building all of them held up every chat meanwhile), then all are
+    queued in the transaction that claims the day, so they go all or none; a process
+    that loses the claim has only wasted the building."""
+    day = local_day(core, now)
+    if await db.run(lambda s: s.scalar(select(JobRun.job).where(JobRun.job == "digest",
+                                                                JobRun.period == day))):
+        return None  # sent already: nothing to build
+    targets = await db.run(lambda s: digest_targets(s, core))
+    pages: dict[int, list[str]] = {}
+    for unit_id in dict.fromkeys(unit_id for unit_id, _ in targets):
+        pages[unit_id] = await db.run(lambda s, u=unit_id: unit_digest(s, core, u, now))
+    built = [(target, pages[unit_id]) for unit_id, target in targets]
+    sent = await once_a_day(db, core, "digest", now, lambda s: queue_digests(s, core, built))
     if sent is not None:
         log.info("digest %s sent to %d chats", local_day(core, now), sent)
     return sent

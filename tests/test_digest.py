@@ -4,14 +4,14 @@ the district covers everything — and split into parts of at most 4,096 charact
 from __future__ import annotations
 
 import asyncio
-from datetime import timezone
+from datetime import timedelta, timezone
 
 import pytest
 from sqlalchemy import select
 
 from models.tickets import actions as tickets
 from models.deadlines.board import LIMIT, paginate
-from models.figures.digest import digest_text
+from models.figures.digest import OLDEST, digest_text
 from models.figures.rates import percent
 from models.store.tables import JobRun, Person, Unit
 from scheduler.jobs import run_digest
@@ -159,43 +159,101 @@ async def _overdue_emergencies(whistle, clock, n: int) -> list[str]:
     return numbers
 
 
-async def test_a_long_digest_is_split_into_parts_of_at_most_4096_characters(whistle, api, staff,
-                                                                            clock):
-    numbers = await _overdue_emergencies(whistle, clock, 130)
+async def _bulk_overdue(whistle, clock, n: int) -> list[str]:
+    """``n`` overdue emergencies in g09, quickly: one filed by the core and swept (so its rows
+    are what the core writes), then ``n - 1`` copies of its ticket and breached timers
+    written straight to the database, each due a minute later than the one before.
+    Returns the numbers, oldest first."""
+    from sqlalchemy import insert
+    from models.store.tables import Ticket, Timer
+    [first] = await _overdue_emergencies(whistle, clock, 1)
+
+    async def copy(session):
+        ticket = await session.scalar(select(Ticket).where(Ticket.number == first))
+        timers = list(await session.scalars(select(Timer).where(Timer.ticket_id == ticket.id,
+                                                                Timer.stage == "breached")))
+        oldest = min(t.due_at for t in timers)
+        columns = [c.key for c in Ticket.__table__.columns if c.key != "id"]
+        base = {c: getattr(ticket, c) for c in columns}
+        numbers = [f"{first[:-5]}9{i:04d}" for i in range(1, n)]
+        await session.execute(insert(Ticket), [{**base, "number": number} for number in numbers])
+        ids = dict((await session.execute(select(Ticket.number, Ticket.id).where(
+            Ticket.number.in_(numbers)))).all())
+        tcols = [c.key for c in Timer.__table__.columns if c.key not in ("id", "ticket_id")]
+        rows = []
+        for i, number in enumerate(numbers, start=1):
+            for timer in timers:
+                shift = timedelta(minutes=i)
+                rows.append({**{c: getattr(timer, c) for c in tcols}, "ticket_id": ids[number],
+                             "due_at": timer.due_at + shift, "warn_at": timer.warn_at + shift})
+        await session.execute(insert(Timer), rows)
+        assert oldest == min(t.due_at for t in timers)
+        return [first, *numbers]
+    return await whistle.db.run(copy)
+
+
+def oldest_line(whistle, number: str, due) -> str:
+    return f"❗ #{number} — {group_text(whistle, 'unclaimed')} — {due}"
+
+
+async def test_a_digest_with_thousands_overdue_is_one_message_per_chat(whistle, api, staff, clock):
+    """The district's chat once got 48 messages listing every overdue ticket: now each chat
+    gets one message with the count, the oldest few and a link to the dashboard's overdue
+    list (its scope as a filter)."""
+    whistle.config.web.public_url = "https://whistle.example.gov.cn/"
+    numbers = await _bulk_overdue(whistle, clock, 3000)
     assert await digest_at(whistle, clock, local(2026, 11, 23, 10, 31)) == len(ALL_CHATS)
-    for chat in (CENTRE_CHAT, STREET_CHAT, C3_CHAT, G09_CHAT):
-        await api.wait_for(lambda chat=chat: len(digests(api, chat)) >= 1
-                           and numbers[-1] in "\n".join(m["text"] for m in api.bot_messages(chat)
-                                                        if m.get("text")),
-                           timeout=60, description=f"the digest's last part in {chat}")
+    await api.wait_for(lambda: all(digests(api, chat) for chat in ALL_CHATS), timeout=60)
     await wait_sent(whistle, api, timeout=60)
-    for chat in (CENTRE_CHAT, STREET_CHAT, C3_CHAT, G09_CHAT):
-        parts = [m["text"] for m in api.bot_messages(chat) if m.get("text")]
-        first = next(i for i, p in enumerate(parts) if p.startswith("📰"))
-        parts = parts[first:]
-        parts = parts[:next((i for i, p in enumerate(parts) if i and not p.startswith("❗")),
-                            len(parts))]
-        assert len(parts) >= 2, (chat, [len(p) for p in parts])
-        assert all(len(p) <= LIMIT and utf16(p) <= LIMIT for p in parts), [len(p) for p in parts]
-        assert overdue_now(whistle, 130) in parts[0].splitlines()
-        listed = [line for p in parts for line in p.splitlines() if line.startswith("❗ #")]
-        assert sorted(line.split()[1][1:] for line in listed) == sorted(numbers)
-    # The chats outside that scope are not flooded.
-    assert len(digests(api, C1_CHAT)) == 1
-    assert overdue_now(whistle, 0) in digests(api, C1_CHAT)[0].splitlines()
+    more = group_text(whistle, "… and {more} more: {link}", more=3000 - OLDEST,
+                      link="https://whistle.example.gov.cn/dashboard/tickets?overdue=1&unit={unit}")
+    for chat, unit in ((CENTRE_CHAT, "demo"), (STREET_CHAT, "s1"), (C3_CHAT, "c3"),
+                       (G09_CHAT, "g09")):
+        texts = [m["text"] for m in api.bot_messages(chat) if m.get("text")]
+        parts = texts[next(i for i, p in enumerate(texts) if p.startswith("📰")):]
+        assert len(parts) == 1, (chat, [p[:40] for p in parts])
+        lines = parts[0].splitlines()
+        assert utf16(parts[0]) <= LIMIT
+        assert overdue_now(whistle, 3000) in lines
+        listed = [line for line in lines if line.startswith("❗ #")]
+        assert listed == [oldest_line(whistle, numbers[0], "11-23 10:30")] + [
+            oldest_line(whistle, numbers[i], f"11-23 10:{30 + i}") for i in range(1, OLDEST)]
+        assert lines[-1] == more.format(unit=unit), (chat, lines[-1])
+    # A chat with nothing overdue gets no list and no link.
+    [c1] = digests(api, C1_CHAT)
+    assert overdue_now(whistle, 0) in c1.splitlines()
+    assert "❗" not in c1 and "dashboard" not in c1
 
 
-async def test_digest_text_pages_cover_every_overdue_ticket(whistle, api, staff, clock):
-    numbers = await _overdue_emergencies(whistle, clock, 120)
+async def test_without_a_public_url_the_digest_says_where_to_look(whistle, api, staff, clock):
+    assert whistle.config.web.public_url == ""
+    numbers = await _bulk_overdue(whistle, clock, 40)
 
-    async def pages(session):
+    async def text(session):
         unit = await session.scalar(select(Unit).where(Unit.code == "demo"))
         return await digest_text(session, whistle.core, unit, clock.now)
-    parts = await whistle.db.run(pages)
-    assert len(parts) >= 2 and all(len(p) <= LIMIT for p in parts)
-    listed = [line for p in parts for line in p.splitlines() if line.startswith("❗ #")]
-    assert sorted(line.split()[1][1:] for line in listed) == sorted(numbers)
-    assert "\n".join(parts).count("📰") == 1
+    parts = await whistle.db.run(text)
+    assert len(parts) == 1
+    lines = parts[0].splitlines()
+    assert overdue_now(whistle, 40) in lines
+    assert [line.split()[1][1:] for line in lines if line.startswith("❗ #")] == numbers[:OLDEST]
+    assert lines[-1] == group_text(
+        whistle, "… and {more} more: on the dashboard, Tickets, “overdue only”.", more=40 - OLDEST)
+    assert "http" not in parts[0]
+
+
+async def test_a_few_overdue_are_all_listed_without_a_link(whistle, api, staff, clock):
+    whistle.config.web.public_url = "https://whistle.example.gov.cn"
+    numbers = await _overdue_emergencies(whistle, clock, 3)
+
+    async def text(session):
+        unit = await session.scalar(select(Unit).where(Unit.code == "demo"))
+        return await digest_text(session, whistle.core, unit, clock.now)
+    [page] = await whistle.db.run(text)
+    lines = page.splitlines()
+    assert overdue_now(whistle, 3) in lines
+    assert sorted(line.split()[1][1:] for line in lines if line.startswith("❗ #")) == sorted(numbers)
+    assert lines[-1].startswith("❗ #") and "http" not in page
 
 
 # ---- paginate -------------------------------------------------------------------------------
@@ -249,3 +307,30 @@ async def test_a_digest_missed_while_down_is_sent_at_start_once(whistle, api, cl
     early = Scheduler(whistle.db, whistle.core)
     clock.now = local(2026, 11, 25, 8, 0).astimezone(timezone.utc)
     assert early._digest_missed() is False  # before 08:30 nothing is missed yet
+
+
+async def test_the_digests_are_built_in_short_transactions_and_queued_in_the_claiming_one(
+        whistle, api, staff, clock):
+    """On SQLite transactions take turns: one transaction building all 21 digests held up
+    every chat meanwhile (issue #24). Each unit's digest is built in its own transaction,
+    then all are queued in the one that claims the day (so a crash queues all or none)."""
+    from sqlalchemy import event
+    from models.store.tables import Outbox
+    seen: list[int] = []  # the outbox rows each committed transaction had queued
+
+    def on_commit(connection):
+        seen.append(connection.exec_driver_sql("SELECT count(*) FROM outbox").scalar())
+    event.listen(whistle.db.engine.sync_engine, "commit", on_commit)
+    try:
+        before = await count(whistle, Outbox)
+        assert await digest_at(whistle, clock, local(2026, 11, 24, 8, 30)) == len(ALL_CHATS)
+    finally:
+        event.remove(whistle.db.engine.sync_engine, "commit", on_commit)
+    units = len(set(ALL_CHATS))  # one chat per unit in the sample district
+    # nothing was queued until the claiming transaction, which queued them all at once …
+    queued = [n - before for n in seen]
+    claiming = next(i for i, n in enumerate(queued) if n)
+    assert queued[claiming] == len(ALL_CHATS), queued
+    # … after a transaction per unit's digest
+    assert claiming >= units, queued
+    await api.wait_for(lambda: all(digests(api, chat) for chat in ALL_CHATS))

@@ -77,24 +77,27 @@ class TelegramChannel:
     name = "telegram"
 
     def __init__(self, bot: Bot, db: Database, media: MediaStore,
-                 clock: Callable[[], datetime]):
+                 clock: Callable[[], datetime], edit_cost: int = 1):
         self.bot, self.db, self.media, self.clock = bot, db, media, clock
+        self.edit_cost = edit_cost
 
     def is_group(self, chat_id: str) -> bool:
         return chat_id.startswith("-")
 
     def cost(self, message: OutMessage) -> int:
-        """Bot API calls this message may take (each counts against Telegram's limits):
-        an album per 10 photos counted per photo, every part of a long text, and a
-        failed edit's fallback to a new message."""
+        """What this message counts against Telegram's limits: an album per 10 photos
+        counted per photo, every part of a long text, an edit in place ``edit_cost``
+        (``[sender] edit_cost``; a failed edit's rare fallback to a new message is not
+        charged ahead: a 429 for it is retried like any other)."""
         if message.photos:
             return len(message.photos)
         if getattr(message, "pictures", None):
             return len(message.pictures)
         if message.location or getattr(message, "document", None):
             return 1
-        parts = 1 if message.ref else len(split(message.text))
-        return parts + (1 if message.edit and message.ref else 0)
+        if message.edit and message.ref:
+            return self.edit_cost
+        return 1 if message.ref else len(split(message.text))
 
     async def deliver(self, row: Outbox, message: OutMessage) -> Posted | None:
         try:
